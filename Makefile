@@ -1,0 +1,109 @@
+# greylistd - see README.
+#
+#   make            build ./greylistd
+#   make run        build and serve on ./run/greylistd.sock, one process per
+#                   connection (systemd-socket-activate), database in ./run
+#   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
+#   make install    install (PREFIX, DESTDIR)
+#
+# Our warning and hardening flags are appended to the CFLAGS, CPPFLAGS and
+# LDFLAGS you give (as dpkg-buildflags would); CI adds CFLAGS=-Werror.
+# `make run` and `make check` install the Debian packages they need when
+# any is missing (as root, or through sudo).
+
+PREFIX   ?= /usr/local
+SBINDIR  ?= $(PREFIX)/sbin
+MANDIR   ?= $(PREFIX)/share/man
+UNITDIR  ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+
+WARN     = -std=c11 -Wall -Wextra -Wformat=2 -Wformat-overflow=2 \
+	   -Wformat-truncation=2 -Wshadow -Wconversion -Wsign-conversion \
+	   -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wvla \
+	   -Wnull-dereference -Wundef -Wwrite-strings -Wpointer-arith
+HARDEN   = -fstack-protector-strong -fstack-clash-protection -fPIE \
+	   -fcf-protection
+ifeq (,$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)))
+HARDEN_CPP = -D_FORTIFY_SOURCE=3
+endif
+LDHARDEN = -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
+LDLIBS   = -lgdbm
+
+ifeq ($(SANITIZE),1)
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
+	   -fno-sanitize-recover=all
+HARDEN_CPP =
+endif
+
+ALL_CPPFLAGS = $(CPPFLAGS) $(HARDEN_CPP)
+ALL_CFLAGS   = $(CFLAGS) $(WARN) $(HARDEN) $(SAN)
+ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
+
+# Debian packages: to build, to test, to run under `make run`.
+BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev
+TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
+	     util-linux
+RUN_DEPS   = systemd socat
+
+all: greylistd
+
+greylistd: greylistd.c Makefile
+	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.c \
+		$(LDLIBS)
+
+# need - install the named Debian packages that are missing
+need = @missing=; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q ' installed$$' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$sudo -E apt-get install -y -q $$missing \
+	  || { $$sudo -E apt-get update -q \
+	       && $$sudo -E apt-get install -y -q $$missing; } \
+	  || { echo "could not install:$$missing" >&2; exit 1; }; \
+	fi
+
+deps-build:
+	$(call need,$(BUILD_DEPS))
+deps-test: deps-build
+	$(call need,$(TEST_DEPS))
+deps-run: deps-build
+	$(call need,$(RUN_DEPS))
+
+check: deps-test
+	$(MAKE) greylistd
+	./test.sh
+
+RUNDIR = $(CURDIR)/run
+run: deps-run
+	$(MAKE) greylistd
+	@mkdir -p $(RUNDIR)
+	@echo "greylistd: one process per connection on $(RUNDIR)/greylistd.sock"
+	@echo "  database $(RUNDIR)/greylistd.db, log $(RUNDIR)/greylistd.log"
+	@echo "  talk to it:  socat - UNIX-CONNECT:$(RUNDIR)/greylistd.sock"
+	@echo "  then type a request (name=value lines, an empty line ends it):"
+	@echo "    request=smtpd_access_policy"
+	@echo "    protocol_state=RCPT"
+	@echo "    client_address=192.0.2.1"
+	@echo "    sender=alice@example.org"
+	@echo "    recipient=bob@example.net"
+	@echo "  the delay is 60s here (--delay); Ctrl-C stops the server"
+	exec systemd-socket-activate --accept --inetd \
+		-l $(RUNDIR)/greylistd.sock $(CURDIR)/greylistd \
+		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
+		--delay=60s
+
+install: greylistd
+	install -d $(DESTDIR)$(SBINDIR)
+	install -m 0755 greylistd $(DESTDIR)$(SBINDIR)/greylistd
+
+clean:
+	rm -f greylistd
+	rm -rf run
+
+.PHONY: all check run install clean deps-build deps-test deps-run

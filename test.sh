@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite, against the real binary.
+#
+#   ./test.sh            all tests (run `make check` to build and install
+#                        the Debian packages the tests need first)
+#   ./test.sh NAME...    only the named groups (see ALL_GROUPS below)
+#
+# Each line of output is PASS, FAIL or SKIP; the last line is
+# "N passed, N failed". The exit status is 0 only when nothing failed.
+set -u
+cd "$(dirname "$0")"
+HERE=$PWD
+export GREYLISTD=${GREYLISTD:-$HERE/greylistd}
+export WORK=$(mktemp -d /tmp/greylistd-test.XXXXXX)
+export RESULTS=$WORK/results
+: > "$RESULTS"
+trap 'rm -rf "$WORK"' EXIT
+. tests/lib.sh
+
+[ -x "$GREYLISTD" ] || { echo "no $GREYLISTD: run make check" >&2; exit 2; }
+
+# --- the protocol -----------------------------------------------------------
+
+t_protocol() {
+	local out
+
+	newdir proto
+	out=$(req | gl | actions)
+	expect "new triplet is deferred" \
+		"DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$out"
+	expect_grep "new triplet logged in postgrey's format" \
+		'greylistd\[[0-9]+\]: action=greylist, reason=new, client_name=mail.example.com, client_address=192.0.2.10, sender=alice@example.com, recipient=bob@example.net$' "$D/log"
+
+	out=$(at +100s bash -c "$(declare -f req); req" | at +100s "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions)
+	expect "early retry is deferred with the time left" \
+		"DEFER_IF_PERMIT Greylisted, please try again in 200 seconds" "$out"
+	expect_grep "early retry logged with seconds missing" \
+		'action=greylist, reason=early-retry \((199|200)s missing\)' "$D/log"
+
+	out=$( { req instance=m1; req instance=m1; req instance=m2; } \
+		| at +301s "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions)
+	case $out in
+	"PREPEND X-Greylist: delayed 30"[12]" seconds by greylistd-"*" at "*"; "*[0-9][0-9][0-9][0-9]*)
+		pass "retry after the delay passes with the X-Greylist header" ;;
+	*) fail "retry after the delay passes with the X-Greylist header" "$out" ;;
+	esac
+	expect "same message, second request: DUNNO; next message: DUNNO" \
+		"DUNNO DUNNO" "$(echo "$out" | tail -n 2 | tr '\n' ' ' | sed 's/ $//')"
+	expect_grep "first pass logged with its delay" \
+		'action=pass, reason=triplet found, delay=30[12], client_name' "$D/log"
+	expect_grep "later pass logged as triplet found" \
+		'action=pass, reason=triplet found, client_name' "$D/log"
+
+	newdir pipeline
+	out=$( { req sender=a@x.org; req protocol_state=DATA; req sender=b@x.org; \
+		req sender=a@x.org; } | gl | actions | cut -c1-15 | tr '\n' ' ')
+	expect "pipelined requests are answered in order" \
+		"DEFER_IF_PERMIT DUNNO DEFER_IF_PERMIT DEFER_IF_PERMIT " "$out"
+	expect "four requests, three decisions logged" 3 "$(grep -c 'action=' "$D/log")"
+
+	newdir states
+	out=$(for s in CONNECT EHLO HELO MAIL DATA END-OF-MESSAGE VRFY ETRN; do
+		req protocol_state=$s; done | gl | actions | sort -u)
+	expect "every state but RCPT gets DUNNO" "DUNNO" "$out"
+	check "other states touch no database" test ! -s "$D/db"
+	out=$(req -protocol_state | gl | actions | cut -c1-15)
+	expect "a request without protocol_state counts as RCPT" "DEFER_IF_PERMIT" "$out"
+
+	newdir empty-reply
+	out=$(req | gl 2>"$D/stderr" | od -c | head -n 1)
+	check "nothing on stderr while serving" test ! -s "$D/stderr"
+	out=$(req | gl | tail -c 2 | od -An -c | tr -d ' ')
+	expect "each answer ends with an empty line" '\n\n' "$out"
+}
+
+# --- bad input --------------------------------------------------------------
+
+# violation NAME INPUT-COMMAND WHY-PATTERN - the input ends the connection
+# with exit 76, no reply to the bad request, one warning naming WHY. The
+# answers that were sent are left in $ANSWERS.
+violation() {
+	local name=$1 input=$2 why=$3 out rc
+	newdir "viol-$name"
+	eval "$input" > "$D/in"
+	gl < "$D/in" > "$D/out"; rc=$?
+	ANSWERS=$(actions < "$D/out" | tr '\n' ' ')
+	expect "$name: exit 76" 76 "$rc"
+	expect_grep "$name: warning logged" "warning: protocol violation: $why" "$D/log"
+}
+
+t_bad_input() {
+	local out v8192 long
+
+	violation "wrong request type" \
+		"{ req; req request=junk; req; }" "request is not smtpd_access_policy"
+	expect "wrong request type: earlier request answered, none after" \
+		"DEFER_IF_PERMIT Greylisted, please try again in 300 seconds " "$ANSWERS"
+
+	v8192=$(head -c 8192 /dev/zero | tr '\0' x)
+	newdir long-ok
+	out=$(req "sender=$v8192@example.com" ccert_subject=$v8192 | gl | actions | cut -c1-15)
+	expect "an 8192-byte value is accepted" "DEFER_IF_PERMIT" "$out"
+	long=$(head -c 8500 /dev/zero | tr '\0' x)
+	violation "line too long" "req ccert_subject=$long" "line longer than 8448 bytes"
+	violation "NUL byte" "{ printf 'request=smtpd_access_policy\nsender=a\0b\n\n'; }" "NUL byte"
+	violation "too many attributes" \
+		"{ for i in \$(seq 200); do echo x\$i=1; done; req; }" "more than 128 attributes"
+	violation "request too large" \
+		"{ for i in \$(seq 12); do echo x\$i=$v8192; done; req; }" "request larger than 65536 bytes"
+	violation "line without =" "{ printf 'request=smtpd_access_policy\nnonsense\n\n'; }" "line is not name=value"
+	violation "attribute twice" "{ printf 'request=smtpd_access_policy\nsender=a@b\nsender=c@d\nrecipient=x@y\n\n'; }" "attribute sender given twice"
+	violation "end of input inside a request" "{ printf 'request=smtpd_access_policy\nsender=a@b\n'; }" "connection closed inside a request"
+
+	newdir missing
+	out=$( { req -sender; req -recipient; req -client_address; \
+		req client_address=unknown; req client_address=1.2.3; req; } | gl | actions | cut -c1-15 | tr '\n' ' ')
+	expect "missing attributes or a non-IP address: DUNNO, and serving goes on" \
+		"DUNNO DUNNO DUNNO DUNNO DUNNO DEFER_IF_PERMIT " "$out"
+	expect_grep "missing sender is logged" 'action=pass, reason=bad request \(no sender\)' "$D/log"
+	expect_grep "non-IP address is logged" 'reason=bad request \(client_address is not an IP address\), client_name=mail.example.com, client_address=unknown' "$D/log"
+
+	newdir log-sanitised
+	req $'sender=a\x01b,c\\d@x.org' "recipient=$(head -c 600 /dev/zero | tr '\0' r)@x.org" | gl >/dev/null
+	expect_grep "control characters, commas and backslashes are escaped in the log" \
+		'sender=a\\x01b\\x2cc\\x5cd@x.org' "$D/log"
+	expect_grep "long values are cut in the log and marked" 'recipient=r{256}\.\.\.$' "$D/log"
+}
+
+# --- the triplet ------------------------------------------------------------
+
+# same_key NAME REQ1-ARGS REQ2-ARGS - the second request finds the first's
+# record (early-retry), so both map to one key
+same_key() {
+	local name=$1 a=$2 b=$3
+	newdir "key-$name"
+	{ req $a; req $b; } | gl >/dev/null
+	expect_grep "$name" 'reason=early-retry' "$D/log"
+}
+
+# other_key NAME REQ1-ARGS REQ2-ARGS - the two requests are both new
+other_key() {
+	local name=$1 a=$2 b=$3
+	newdir "key-$name"
+	{ req $a; req $b; } | gl >/dev/null
+	expect "$name" 2 "$(grep -c 'reason=new' "$D/log")"
+}
+
+t_triplet() {
+	same_key "IPv4 /24 neighbours share a key" client_address=198.51.100.7 client_address=198.51.100.250
+	other_key "IPv4 outside the /24 is another key" client_address=198.51.100.7 client_address=198.51.101.7
+	same_key "IPv6 /64 neighbours share a key" client_address=2001:db8:1:2::1 client_address=2001:db8:1:2:ffff::9
+	other_key "IPv6 outside the /64 is another key" client_address=2001:db8:1:2::1 client_address=2001:db8:1:3::1
+	same_key "IPv6 spellings of one address share a key" client_address=2001:DB8:0:0:0:0:0:1 client_address=2001:db8::1
+	same_key "IPv4-mapped IPv6 counts as IPv4" client_address=::ffff:203.0.113.5 client_address=203.0.113.77
+	same_key "sender case does not matter" sender=Alice@Example.COM sender=alice@example.com
+	same_key "recipient case does not matter" recipient=Bob@Example.NET recipient=bob@example.net
+	same_key "BATV prvs=TAG=user is unwrapped" sender=prvs=0123456789=alice@example.com sender=alice@example.com
+	same_key "BATV prvs=user=TAG is unwrapped" sender=prvs=alice=0123456789@example.com sender=alice@example.com
+	same_key "+extension is removed" sender=alice+list-42@example.com sender=alice@example.com
+	same_key "standalone numbers collapse" sender=bounce-12345-67@example.com sender=bounce-999-1@example.com
+	other_key "numbers inside words are kept" sender=user1@example.com sender=user2@example.com
+	same_key "the null sender is a sender" sender= sender=
+	other_key "the null sender differs from a real one" sender= sender=alice@example.com
+	other_key "recipients differ" recipient=a@example.net recipient=b@example.net
+
+	newdir key-null
+	printf 'request=smtpd_access_policy\nclient_address=192.0.2.1\nsender=\nrecipient=x@y\n\n' | gl | grep -q DEFER
+	check "an empty sender= is the null sender, greylisted" test $? -eq 0
+
+	newdir key-host
+	{ req client_address=198.51.100.7; req client_address=198.51.100.8; } | gl --lookup-by-host >/dev/null
+	expect "--lookup-by-host keys on the whole address" 2 "$(grep -c 'reason=new' "$D/log")"
+	newdir key-cidr
+	{ req client_address=198.51.100.7; req client_address=198.51.7.8; } | gl --ipv4cidr=16 >/dev/null
+	expect_grep "--ipv4cidr=16 groups a /16" 'reason=early-retry' "$D/log"
+	newdir key-cidr6
+	{ req client_address=2001:db8:1:2::1; req client_address=2001:db8:1:3::1; } | gl --ipv6cidr=48 >/dev/null
+	expect_grep "--ipv6cidr=48 groups a /48" 'reason=early-retry' "$D/log"
+
+	newdir key-db
+	req sender=prvs=0123456789=Bounce-77@Example.COM client_address=2001:db8::1:2 recipient=Bob@Example.NET | gl >/dev/null
+	expect "the stored key is net, normalised sender and recipient" \
+		'T\n2001:db8::\nbounce-#@example.com\nbob@example.net' \
+		"$(printf 'list\n' | gdbmtool "$D/db" | cut -d' ' -f1)"
+}
+
+# --- time -------------------------------------------------------------------
+
+t_time() {
+	local out
+
+	newdir window
+	req | gl >/dev/null
+	out=$(req | at +3d "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "a retry after the retry window starts over" "DEFER_IF_PERMIT" "$out"
+	expect "it is logged as new again" 2 "$(grep -c 'reason=new' "$D/log")"
+
+	newdir window-option
+	req | gl >/dev/null
+	out=$(req | at +5h "$GREYLISTD" --db="$D/db" --log-file="$D/log" --retry-window=6h | actions | cut -c1-7)
+	expect "--retry-window=6h accepts a retry after 5 hours" "PREPEND" "$out"
+
+	newdir maxage
+	req | gl >/dev/null
+	req | at +10m "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+	out=$(req | at +20d "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions)
+	expect "a passed triplet seen within max-age passes" "DUNNO" "$out"
+	out=$(req | at +60d "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "a triplet idle past --max-age starts over" "DEFER_IF_PERMIT" "$out"
+
+	newdir maxage-touch
+	req | gl >/dev/null
+	req | at +10m "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+	req | at +30d "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+	out=$(req | at +60d "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions)
+	expect "each pass keeps a triplet alive for another max-age" "DUNNO" "$out"
+
+	newdir delay-option
+	req | gl --delay=1m >/dev/null
+	out=$(req | at +61s "$GREYLISTD" --db="$D/db" --log-file="$D/log" --delay=1m | actions | cut -c1-7)
+	expect "--delay=1m passes after 61 seconds" "PREPEND" "$out"
+
+	newdir future
+	req | at +1h "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+	out=$(req | gl | actions | cut -c1-15)
+	expect "a pending record from the future (clock stepped back) starts over" "DEFER_IF_PERMIT" "$out"
+	expect "and is logged as new" 2 "$(grep -c 'reason=new' "$D/log")"
+}
+
+# --- options ----------------------------------------------------------------
+
+# bad_option NAME ARGS WHY - refused with exit 64 and a message naming it
+bad_option() {
+	local name=$1 args=$2 why=$3 err rc
+	newdir "opt-$name"
+	err=$(req | "$GREYLISTD" --db="$D/db" $args 2>&1 >/dev/null); rc=$?
+	expect "option $name: exit 64" 64 "$rc"
+	case $err in *"$why"*) pass "option $name: message names it" ;;
+	*) fail "option $name: message names it" "$err" ;; esac
+}
+
+t_options() {
+	local out
+
+	bad_option delay-word "--delay=soon" "--delay=soon: not a duration"
+	bad_option delay-range "--delay=8d" "--delay=8d: not a duration from 1s to 604800s"
+	bad_option delay-suffix "--delay=5x" "--delay=5x"
+	bad_option cidr-range "--ipv4cidr=33" "--ipv4cidr=33: not a number from 0 to 32"
+	bad_option cidr-sign "--ipv6cidr=-1" "--ipv6cidr=-1"
+	bad_option unknown "--no-such-thing" "unknown option --no-such-thing"
+	bad_option action "--greylist-action=REJECT" "--greylist-action=REJECT"
+	bad_option text "--greylist-text=wait%x" "unknown placeholder %x"
+	bad_option header "--x-greylist-header=nocolon" "must be \"Name: value\""
+	bad_option window "--delay=2h --retry-window=1h" "--retry-window (3600s) must be longer than --delay (7200s)"
+	bad_option missing-value "--delay" "--delay needs a value"
+	bad_option overflow "--max-age=99999999999999999999d" "--max-age="
+
+	newdir opt-units
+	out=$(req | gl --max-age=35 --retry-window=2 --delay=300 | actions | cut -c1-15)
+	expect "postgrey's bare numbers (days for max-age, retry-window) work" "DEFER_IF_PERMIT" "$out"
+
+	newdir opt-text
+	out=$(req recipient=bob@Example.NET | gl --greylist-action=450 '--greylist-text=4.7.1 wait %s s for %r (100%%)' | actions)
+	expect "--greylist-action and --greylist-text with %s, %r and %%" \
+		"450 4.7.1 wait 300 s for Example.NET (100%)" "$out"
+
+	newdir opt-header
+	req | gl >/dev/null
+	out=$(req | at +400s "$GREYLISTD" --db="$D/db" --log-file="$D/log" '--x-greylist-header=X-Grey: %t s by %v at %h' --hostname=mx.test | actions)
+	expect "--x-greylist-header and --hostname" "PREPEND X-Grey: 40[01] s by 0.1 at mx.test" \
+		"$(echo "$out" | sed 's/40[01]/40[01]/')"
+	newdir opt-noheader
+	req | gl >/dev/null
+	out=$(req | at +400s "$GREYLISTD" --db="$D/db" --log-file="$D/log" --x-greylist-header= | actions)
+	expect "an empty --x-greylist-header sends no header" "DUNNO" "$out"
+
+	out=$("$GREYLISTD" --version)
+	expect "--version" "greylistd 0.1" "$out"
+	"$GREYLISTD" --help | grep -q -- '--retry-window'
+	check "--help lists the options" test $? -eq 0
+}
+
+# --- timeouts ---------------------------------------------------------------
+
+# timed NAME LIMIT CMD... - run CMD, pass when it ends within LIMIT
+# seconds; its exit status is left in RC
+timed() {
+	local name=$1 limit=$2 start end; shift 2
+	start=$(date +%s%N)
+	"$@"; RC=$?
+	end=$(date +%s%N)
+	check "$name (took $(( (end - start) / 1000000 )) ms)" \
+		test $(( (end - start) / 1000000 )) -le $((limit * 1000))
+}
+
+t_timeouts() {
+	local writer
+
+	# Input comes from a FIFO whose writer lingers, so that the time
+	# measured is greylistd's own.
+	newdir idle
+	mkfifo "$D/in"
+	(req; sleep 30) > "$D/in" & writer=$!
+	timed "an idle connection is closed after --timeout" 4 \
+		gl --timeout=2s < "$D/in" > /dev/null
+	expect "idle close: exit 0" 0 "$RC"
+	expect_grep "idle close is logged" 'idle for 2s; closing the connection' "$D/log"
+	stop $writer
+
+	newdir slow
+	mkfifo "$D/in"
+	(printf 'request=smtpd_access_policy\n'; for i in $(seq 30); do printf x; sleep 1; done) > "$D/in" & writer=$!
+	timed "a request dribbled a byte a second is cut at the timeout" 5 \
+		gl --timeout=3s < "$D/in" > /dev/null
+	expect "dribbled request: exit 76" 76 "$RC"
+	expect_grep "dribbled request: logged" 'request not completed before the timeout' "$D/log"
+	stop $writer
+
+	# A client that sends many requests and never reads: the answers fill
+	# the pipe and greylistd gives up after --timeout.
+	newdir noread
+	mkfifo "$D/in" "$D/out"
+	(for i in $(seq 12000); do req protocol_state=DATA; done; sleep 30) > "$D/in" & writer=$!
+	exec 7<>"$D/out"
+	timed "a client that never reads its answers is dropped" 6 \
+		gl --timeout=2s < "$D/in" > "$D/out"
+	exec 7<&-
+	expect "never-reading client: exit 74" 74 "$RC"
+	expect_grep "never-reading client: logged" 'client does not read its answers' "$D/log"
+	stop $writer
+}
+
+# --- database ---------------------------------------------------------------
+
+t_database() {
+	local out holder start end
+
+	newdir db-bad-record
+	req | gl >/dev/null
+	printf 'store "T\\n192.0.2.0\\nalice@example.com\\nbob@example.net" "2 1 2 3"\n' | gdbmtool "$D/db"
+	out=$(req | at +400s "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "a record of another shape is treated as absent" "DEFER_IF_PERMIT" "$out"
+	expect "and rewritten in the current layout" 1 \
+		"$(printf 'list\n' | gdbmtool "$D/db" | grep -c ' 1 [0-9]* [0-9]* 0$')"
+
+	newdir db-create
+	req | "$GREYLISTD" --db="$D/sub/db" --log-file="$D/log" | actions >/dev/null
+	expect_grep "a missing directory answers DUNNO and says why" 'reason=fail-open \(cannot open .*/sub/db: No such file or directory\)' "$D/log"
+
+	newdir db-garbage
+	head -c 10000 /dev/urandom > "$D/db"
+	out=$(req | gl | actions | cut -c1-15)
+	expect "a garbage database file is moved aside and greylisting goes on" "DEFER_IF_PERMIT" "$out"
+	expect_grep "the move is logged" 'error: database .* is damaged .*: moved to .*db.damaged-' "$D/log"
+	check "the damaged file is kept for the admin" ls "$D"/db.damaged-*
+
+	newdir db-lock
+	req | gl >/dev/null
+	flock -x "$D/db" sleep 6 & holder=$!
+	sleep 0.3
+	start=$(date +%s%N)
+	out=$(req | gl --lock-timeout=1s | actions)
+	end=$(date +%s%N)
+	stop $holder
+	expect "a lock held too long: DUNNO" "DUNNO" "$out"
+	check "within the lock budget (took $(( (end - start) / 1000000 )) ms)" test $(( (end - start) / 1000000 )) -lt 2500
+	expect_grep "and the reason is logged" 'reason=fail-open \(lock not had within 1s\)' "$D/log"
+}
+
+# --- concurrency and sockets ---------------------------------------------------
+
+t_concurrency() {
+	local i pids=() out
+
+	newdir race
+	for i in $(seq 16); do
+		(req | gl > "$D/out.$i") & pids+=($!)
+	done
+	wait "${pids[@]}"
+	expect "16 processes racing on one new triplet: one is new" 1 "$(grep -c 'reason=new' "$D/log")"
+	expect "the other 15 are early retries" 15 "$(grep -c 'reason=early-retry' "$D/log")"
+	expect "all 16 answered" 16 "$(cat "$D"/out.* | grep -c '^action=DEFER_IF_PERMIT')"
+
+	newdir many
+	pids=()
+	for i in $(seq 20); do
+		(for j in $(seq 25); do req sender=s$i-$((j % 5))@x.org recipient=r$j@y.org; done \
+			| gl > "$D/out.$i") & pids+=($!)
+	done
+	wait "${pids[@]}"
+	out=$(cat "$D"/out.* | grep -c '^action=')
+	expect "20 concurrent connections x 25 requests all answered" 500 "$out"
+	expect "and every distinct triplet recorded once" 500 \
+		"$(( $(grep -c 'reason=new' "$D/log") + $(grep -c 'reason=early-retry' "$D/log") ))"
+	expect "one record per distinct triplet" \
+		"$(grep 'reason=new' "$D/log" | wc -l)" "$(printf 'count\n' | gdbmtool "$D/db" | grep -o '[0-9]*' | head -n 1)"
+}
+
+# sock_session NAME MODE - greylistd under systemd-socket-activate, in the
+# inetd form (stdin/stdout) or the fd 3 form (LISTEN_FDS=1)
+sock_session() {
+	local name=$1 mode=$2 pid out i pids=()
+	newdir "sock-$name"
+	systemd-socket-activate --accept $mode -l "$D/sock" \
+		"$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null 2>&1 &
+	pid=$!
+	if ! wait_for "$D/sock"; then fail "$name: socket appears"; stop $pid; return; fi
+	out=$( { req; req; } | socat -t 5 - UNIX-CONNECT:"$D/sock" | actions | cut -c1-15 | tr '\n' ' ')
+	expect "$name: two requests on one connection" "DEFER_IF_PERMIT DEFER_IF_PERMIT " "$out"
+	for i in $(seq 10); do
+		(req sender=c$i@x.org | socat -t 5 - UNIX-CONNECT:"$D/sock" > "$D/out.$i") & pids+=($!)
+	done
+	wait "${pids[@]}"
+	expect "$name: 10 concurrent connections answered" 10 "$(cat "$D"/out.* | grep -c '^action=DEFER')"
+	stop $pid
+}
+
+t_sockets() {
+	if ! command -v systemd-socket-activate >/dev/null; then
+		skip "socket activation" "systemd-socket-activate missing"; return
+	fi
+	sock_session "inetd form" --inetd
+	sock_session "fd 3 form" ""
+	expect_grep "fd 3 form: requests logged" 'action=greylist, reason=new' "$WORK/sock-fd 3 form/log"
+}
+
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets"
+for g in ${@:-$ALL_GROUPS}; do
+	echo "== $g"
+	"t_$g"
+done
+
+passed=$(grep -c '^PASS' "$RESULTS")
+failed=$(grep -c '^FAIL' "$RESULTS")
+skipped=$(grep -c '^SKIP' "$RESULTS")
+[ "$skipped" -gt 0 ] && echo "($skipped skipped, listed above)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
