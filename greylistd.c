@@ -86,6 +86,7 @@
 #include <gdbm.h>
 #include <limits.h>
 #include <poll.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,6 +108,7 @@
 #include <systemd/sd-journal.h>
 
 #define VERSION "0.1"
+#define DEFAULT_WHITELIST "/etc/greylistd/whitelist"
 
 /*
  * Limits.
@@ -147,6 +149,10 @@
  * triplets stay on the cheap reader path; max-age loses at most this. */
 #define TOUCH_INTERVAL	3600
 
+/* A passing client counts towards --auto-whitelist-clients at most once
+ * in this time, and an auto-whitelisted one is refreshed as often. */
+#define AWL_INTERVAL	3600
+
 /* A database file replaced under us (by recovery) is reopened at most
  * this many times within one request. */
 #define DB_REOPEN_TRIES	4
@@ -154,6 +160,18 @@
 /*
  * Configuration.
  */
+
+/* Whitelist files: our own format, and postgrey's two. */
+enum wl_format { WLF_GREYLISTD, WLF_CLIENTS, WLF_RECIPIENTS };
+
+/* --whitelist, --whitelist-clients and --whitelist-recipients files. */
+#define MAX_WL_FILES	16
+
+struct wl_list {
+	const char *path[MAX_WL_FILES];
+	enum wl_format format[MAX_WL_FILES];
+	size_t n;
+};
 
 struct config {
 	const char *db_path;
@@ -170,6 +188,9 @@ struct config {
 	const char *header;
 	const char *hostname;
 	const char *log_file;
+	struct wl_list whitelists;
+	long long awl;
+	long long privacy;
 	long long help;
 	long long version;
 };
@@ -186,12 +207,14 @@ static struct config cfg = {
 	.greylist_action = "DEFER_IF_PERMIT",
 	.greylist_text = "Greylisted, please try again in %s seconds",
 	.header = "X-Greylist: delayed %t seconds by greylistd-%v at %h; %d",
+	.awl = 5,
 };
 
-enum opt_kind { OPT_FLAG, OPT_NUMBER, OPT_DURATION, OPT_STRING };
+enum opt_kind { OPT_FLAG, OPT_NUMBER, OPT_DURATION, OPT_STRING, OPT_FILES };
 
 /* One row per option. A bare number given to a duration option is in
- * "unit" seconds, so postgrey's --max-age=35 (days) means the same here. */
+ * "unit" seconds, so postgrey's --max-age=35 (days) means the same here;
+ * for a list of files (OPT_FILES), "unit" is their wl_format. */
 struct option_spec {
 	const char *name;
 	enum opt_kind kind;
@@ -231,6 +254,16 @@ static const struct option_spec options[] = {
 	  "idle time after which the connection is closed (360s)" },
 	{ "lock-timeout", OPT_DURATION, 1, 60, 1, &cfg.lock_timeout,
 	  "longest wait for the database lock before answering DUNNO (2s)" },
+	{ "whitelist", OPT_FILES, 0, 0, WLF_GREYLISTD, &cfg.whitelists,
+	  "whitelist file, repeatable (" DEFAULT_WHITELIST ")" },
+	{ "whitelist-clients", OPT_FILES, 0, 0, WLF_CLIENTS, &cfg.whitelists,
+	  "postgrey's client whitelist file, repeatable" },
+	{ "whitelist-recipients", OPT_FILES, 0, 0, WLF_RECIPIENTS,
+	  &cfg.whitelists, "postgrey's recipient whitelist file, repeatable" },
+	{ "auto-whitelist-clients", OPT_NUMBER, 0, 1000000, 0, &cfg.awl,
+	  "passes after which a client is no longer greylisted (5; 0: off)" },
+	{ "privacy", OPT_FLAG, 0, 1, 0, &cfg.privacy,
+	  "store keys as SHA-256 digests, not addresses" },
 	{ "log-file", OPT_STRING, 0, 0, 0, &cfg.log_file,
 	  "append log lines to this file instead of syslog" },
 	{ "help", OPT_FLAG, 0, 1, 0, &cfg.help, "show this help" },
@@ -635,8 +668,11 @@ static int write_all(const struct conn *c, const char *p, size_t len)
  */
 
 struct triplet {
-	char net[INET6_ADDRSTRLEN];	/* client network, canonical text */
+	int family;			/* AF_INET or AF_INET6 */
+	unsigned char bin[16];		/* client address */
 	char addr[INET6_ADDRSTRLEN];	/* client address, canonical text */
+	char net[INET6_ADDRSTRLEN];	/* client network, canonical text */
+	char client[INET6_ADDRSTRLEN];	/* auto-whitelist key: see client_net */
 	char sender[MAX_LINE + 1];	/* normalised sender */
 	char recipient[MAX_LINE + 1];	/* lower-cased recipient */
 };
@@ -656,35 +692,48 @@ static void mask_bits(unsigned char *a, size_t len, long long bits)
 	}
 }
 
-/* client_net - parse client_address; fill the canonical address and
- * network. IPv4-mapped IPv6 counts as IPv4. -1 if not an IP address */
+/* The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+static const unsigned char v4mapped[12] =
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+/* client_net - parse client_address into the triplet's address, network
+ * and auto-whitelist key. IPv4-mapped IPv6 counts as IPv4. The key is
+ * the IPv4 address, as postgrey's; for IPv6 it is the network, because
+ * a /64 is one site whose servers change address within it (Gmail sends
+ * from many addresses of one /64). -1 if it is not an IP address. */
 static int client_net(const char *text, struct triplet *t)
 {
-	static const unsigned char mapped[12] =
-		{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	unsigned char a[16];
-	int family = AF_INET6;
+	unsigned char *a = t->bin;
 	size_t len = 16;
 	long long bits = cfg.ipv6cidr;
 
+	t->family = AF_INET6;
 	if (inet_pton(AF_INET, text, a) == 1) {
-		family = AF_INET;
+		t->family = AF_INET;
 	} else if (inet_pton(AF_INET6, text, a) != 1) {
 		return -1;
-	} else if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+	} else if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
 		memmove(a, a + 12, 4);
-		family = AF_INET;
+		t->family = AF_INET;
 	}
-	if (family == AF_INET) {
+	if (t->family == AF_INET) {
 		len = 4;
 		bits = cfg.ipv4cidr;
 	}
-	if (!inet_ntop(family, a, t->addr, sizeof(t->addr)))
+	if (!inet_ntop(t->family, a, t->addr, sizeof(t->addr)))
 		return -1;
-	if (!cfg.lookup_by_host)
-		mask_bits(a, len, bits);
-	if (!inet_ntop(family, a, t->net, sizeof(t->net)))
-		return -1;
+	if (cfg.lookup_by_host) {
+		memcpy(t->net, t->addr, sizeof(t->net));
+	} else {
+		unsigned char m[16];
+
+		memcpy(m, a, len);
+		mask_bits(m, len, bits);
+		if (!inet_ntop(t->family, m, t->net, sizeof(t->net)))
+			return -1;
+	}
+	memcpy(t->client, t->family == AF_INET ? t->addr : t->net,
+	       sizeof(t->client));
 	return 0;
 }
 
@@ -794,17 +843,734 @@ static void normalise_sender(char *dst, const char *src)
 	memmove(dst + local, at, dom + 1);
 }
 
-/* triplet_key - "T\n<net>\n<sender>\n<recipient>"; -1 if it cannot fit */
-static int triplet_key(const struct triplet *t, char *key, size_t size,
-		       size_t *len)
-{
-	int n = snprintf(key, size, "T\n%s\n%s\n%s", t->net, t->sender,
-			 t->recipient);
+/* --privacy: keys are stored as SHA-256 digests (FIPS 180-4). */
+struct sha256 {
+	uint32_t h[8];
+	unsigned char block[64];
+	uint64_t bytes;
+};
 
-	if (n < 0 || (size_t)n >= size)
-		return -1;
-	*len = (size_t)n;
+static const uint32_t sha256_k[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+	0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+	0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+	0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+	0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+	0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+	0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+	0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+	0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t ror(uint32_t x, int n)
+{
+	return x >> n | x << (32 - n);
+}
+
+/* sha256_block - compress one 64-byte block into the state */
+static void sha256_block(struct sha256 *c, const unsigned char *p)
+{
+	uint32_t w[64], s[8], t1, t2;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+			| (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+	for (i = 16; i < 64; i++)
+		w[i] = w[i - 16] + w[i - 7]
+			+ (ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ w[i - 15] >> 3)
+			+ (ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ w[i - 2] >> 10);
+	memcpy(s, c->h, sizeof(s));
+	for (i = 0; i < 64; i++) {
+		t1 = s[7] + (ror(s[4], 6) ^ ror(s[4], 11) ^ ror(s[4], 25))
+			+ ((s[4] & s[5]) ^ (~s[4] & s[6])) + sha256_k[i] + w[i];
+		t2 = (ror(s[0], 2) ^ ror(s[0], 13) ^ ror(s[0], 22))
+			+ ((s[0] & s[1]) ^ (s[0] & s[2]) ^ (s[1] & s[2]));
+		memmove(s + 1, s, 7 * sizeof(s[0]));
+		s[4] += t1;
+		s[0] = t1 + t2;
+	}
+	for (i = 0; i < 8; i++)
+		c->h[i] += s[i];
+}
+
+/* sha256_hex - the digest of [p, p+len) as 64 hex digits and a NUL */
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+	static const uint32_t init[8] = {
+		0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+		0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+	};
+	const unsigned char *p = data;
+	struct sha256 c;
+	size_t fill, i;
+
+	memcpy(c.h, init, sizeof(init));
+	c.bytes = len;
+	for (; len >= 64; p += 64, len -= 64)
+		sha256_block(&c, p);
+	memset(c.block, 0, sizeof(c.block));
+	memcpy(c.block, p, len);
+	c.block[len] = 0x80;
+	fill = len + 1;
+	if (fill > 56) {
+		sha256_block(&c, c.block);
+		memset(c.block, 0, sizeof(c.block));
+	}
+	for (i = 0; i < 8; i++)
+		c.block[63 - i] = (unsigned char)(c.bytes * 8 >> (8 * i));
+	sha256_block(&c, c.block);
+	for (i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x",
+			 (unsigned)(c.h[i / 4] >> (24 - 8 * (i % 4))) & 0xff);
+}
+
+/* record_key - "KIND\n" then the parts joined by "\n" (newline never
+ * occurs in a Postfix value, so no two keys collide), or with --privacy
+ * the SHA-256 of that joined text. -1 if it cannot fit. */
+static int record_key(char kind, const char *const *parts, size_t n,
+		      char *key, size_t size, datum *out)
+{
+	size_t len = 2, i, plen;
+
+	key[0] = kind;
+	key[1] = '\n';
+	for (i = 0; i < n; i++) {
+		plen = strlen(parts[i]);
+		if (len + plen + 2 > size)
+			return -1;
+		memcpy(key + len, parts[i], plen);
+		len += plen;
+		key[len++] = '\n';
+	}
+	len--;				/* no newline after the last part */
+	if (cfg.privacy) {
+		char hex[65];
+
+		if (size < 2 + sizeof(hex))
+			return -1;
+		sha256_hex(key + 2, len - 2, hex);
+		memcpy(key + 2, hex, sizeof(hex));
+		len = 2 + 64;
+	}
+	*out = (datum){ key, (int)len };
 	return 0;
+}
+
+/*
+ * Whitelists.
+ *
+ * Files are read once per process, at its first RCPT request. Entries
+ * that cost nothing to test (addresses, names) are tested first; a
+ * regular expression is compiled only when a request needs it, and not
+ * even then when the name cannot end the way the expression requires
+ * (see required_suffix), so a long list costs little per connection.
+ */
+
+/* Each file is read whole; a bigger one is refused. 4 MiB is some
+ * 100,000 lines, twenty times the largest lists seen in use. */
+#define MAX_WL_FILE	(4 << 20)
+
+/* A count past which an auto-whitelisted client's count stops growing. */
+#define MAX_AWL_COUNT	1000000000LL
+
+enum wl_kind {
+	WL_NET,				/* client address in a CIDR block */
+	WL_HOST,			/* client_name, or a subdomain of it */
+	WL_CLIENT_RE,			/* /regex/ on client_name */
+	WL_USER,			/* recipient local part, any domain */
+	WL_ADDRESS,			/* recipient address */
+	WL_DOMAIN,			/* recipient domain, or a subdomain */
+	WL_RCPT_RE,			/* /regex/ on the recipient */
+};
+
+struct wl_entry {
+	enum wl_kind kind;
+	int family;			/* WL_NET: AF_INET or AF_INET6 */
+	unsigned char net[16];		/* WL_NET: masked address */
+	long long bits;			/* WL_NET: prefix length */
+	char *text;			/* lower-cased value; a translated regex */
+	char *suffix;			/* regex: lower-cased required ending */
+	int re_state;			/* regex: 0 not compiled, 1 ok, -1 bad */
+	regex_t re;
+	const char *file;
+	unsigned line;
+};
+
+static struct {
+	struct wl_entry *e;
+	size_t n, cap;
+	int loaded;
+	int problems;			/* bad lines this process has seen */
+	int report;			/* print problems (check) or count them */
+} wl;
+
+/* wl_problem - a bad line: printed by `check`, counted while serving
+ * (wl_report logs them once per version of the files) */
+__attribute__((format(printf, 3, 4)))
+static void wl_problem(const char *file, unsigned line, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+
+	wl.problems++;
+	if (!wl.report)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (wl.report == 1 && line)
+		printf("%s:%u: %s\n", file, line, msg);
+	else if (wl.report == 1)
+		printf("%s: %s\n", file, msg);
+	else if (line)
+		msg_warn("%s:%u: %s; line skipped", file, line, msg);
+	else
+		msg_warn("%s: %s; file skipped", file, msg);
+}
+
+/* perl_escape - the POSIX form of a Perl escape outside brackets */
+static const char *perl_escape(char c)
+{
+	switch (c) {
+	case 'd': return "[0-9]";
+	case 'D': return "[^0-9]";
+	case 'w': return "[[:alnum:]_]";
+	case 'W': return "[^[:alnum:]_]";
+	case 's': return "[[:space:]]";
+	case 'S': return "[^[:space:]]";
+	default: return NULL;
+	}
+}
+
+/* translate_regex - the Perl regex dialect of postgrey's lists into POSIX
+ * extended: \d \w \s and their negations, (?:...) groups, lazy
+ * quantifiers (which match the same strings). Anything else Perl-only
+ * (\b, look-arounds, back-references) is refused. 0 or -1 with *why. */
+static int translate_regex(const char *s, char *dst, size_t size,
+			   const char **why)
+{
+	size_t o = 0;
+	int bracket = 0;
+	const char *add;
+	char one[3];
+
+	for (; *s; s++) {
+		add = one;
+		one[0] = *s;
+		one[1] = one[2] = 0;
+		if (*s == '\\' && !s[1]) {
+			*why = "ends with a backslash";
+			return -1;
+		} else if (*s == '\\' && bracket) {
+			s++;
+			add = *s == 'd' ? "0-9" : *s == 'w' ? "[:alnum:]_"
+				: *s == 's' ? "[:space:]"
+				: strchr(".+*?()|$/", *s) ? (one[0] = *s, one)
+				: NULL;
+		} else if (*s == '\\') {
+			s++;
+			add = isalnum((unsigned char)*s) ? perl_escape(*s)
+				: (one[1] = *s, one);
+		} else if (*s == '[' && !bracket) {
+			bracket = 1;
+			if (s[1] == '^')
+				one[1] = *++s;
+			if (s[1] == ']')
+				one[one[1] ? 2 : 1] = *++s;
+		} else if (*s == ']' && bracket) {
+			bracket = 0;
+		} else if (*s == '(' && s[1] == '?' && !bracket) {
+			if (s[2] != ':') {
+				*why = "Perl (?...) groups other than (?:...)"
+					" are not supported";
+				return -1;
+			}
+			s += 2;
+		} else if (strchr("*+?}", *s) && s[1] == '?' && !bracket) {
+			s++;		/* lazy: the same strings match */
+		}
+		if (!add) {
+			*why = "this backslash escape is not supported";
+			return -1;
+		}
+		if (o + strlen(add) >= size) {
+			*why = "too long";
+			return -1;
+		}
+		memcpy(dst + o, add, strlen(add));
+		o += strlen(add);
+	}
+	dst[o] = 0;
+	if (bracket) {
+		*why = "unclosed [";
+		return -1;
+	}
+	return 0;
+}
+
+/* required_suffix - the literal text every match must end with, lower
+ * case: the run of plain characters (or escaped punctuation) just before
+ * a final "$", in an expression without "|". NULL when there is none. */
+static char *required_suffix(const char *re)
+{
+	size_t len = strlen(re), start = 0, i, o = 0;
+	char *suffix;
+
+	if (len < 2 || re[len - 1] != '$' || re[len - 2] == '\\'
+	    || strchr(re, '|'))
+		return NULL;
+	for (i = 0; i + 1 < len; i++) {
+		if (re[i] == '\\' && isalnum((unsigned char)re[i + 1]))
+			start = ++i + 1;	/* a class, not a literal */
+		else if (re[i] == '\\')
+			i++;			/* escaped punctuation */
+		else if (!isalnum((unsigned char)re[i]) && !strchr("-_@", re[i]))
+			start = i + 1;
+	}
+	if (len - 1 - start == 0 || !(suffix = malloc(len - start)))
+		return NULL;
+	for (i = start; i + 1 < len; i++) {
+		if (re[i] == '\\')
+			i++;
+		suffix[o++] = (char)tolower((unsigned char)re[i]);
+	}
+	suffix[o] = 0;
+	return suffix;
+}
+
+/* parse_net - "address", "address/bits", or postgrey's partial IPv4
+ * "a.b.c" (/24) and "a.b" (/16); IPv4-mapped IPv6 counts as IPv4 */
+static int parse_net(const char *s, struct wl_entry *e)
+{
+	char addr[INET6_ADDRSTRLEN + 8];
+	const char *slash = strchr(s, '/');
+	size_t len = slash ? (size_t)(slash - s) : strlen(s);
+	int dots = 0;
+	char *end;
+	size_t i;
+
+	if (len >= sizeof(addr) - 4)
+		return -1;
+	memcpy(addr, s, len);
+	addr[len] = 0;
+	for (i = 0; i < len; i++)
+		dots += addr[i] == '.';
+	if (!slash && !strchr(addr, ':') && (dots == 1 || dots == 2)) {
+		e->bits = dots * 8 + 8;
+		memcpy(addr + len, dots == 1 ? ".0.0" : ".0", dots == 1 ? 5 : 3);
+	}
+	if (inet_pton(AF_INET, addr, e->net) == 1) {
+		e->family = AF_INET;
+	} else if (inet_pton(AF_INET6, addr, e->net) == 1) {
+		e->family = AF_INET6;
+	} else {
+		return -1;
+	}
+	if (slash) {
+		errno = 0;
+		e->bits = strtoll(slash + 1, &end, 10);
+		if (errno || *end || end == slash + 1
+		    || !isdigit((unsigned char)slash[1]))
+			return -1;
+	} else if (dots != 1 && dots != 2) {
+		e->bits = e->family == AF_INET ? 32 : 128;
+	}
+	if (e->family == AF_INET6 && memcmp(e->net, v4mapped, 12) == 0
+	    && e->bits >= 96) {
+		memmove(e->net, e->net + 12, 4);
+		e->family = AF_INET;
+		e->bits -= 96;
+	}
+	if (e->bits < 0 || e->bits > (e->family == AF_INET ? 32 : 128))
+		return -1;
+	mask_bits(e->net, e->family == AF_INET ? 4 : 16, e->bits);
+	return 0;
+}
+
+/* is_name - letters, digits, "-", "_" and "." only: a host or domain */
+static int is_name(const char *s)
+{
+	if (!*s || *s == '.')
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+			return 0;
+	return 1;
+}
+
+/* is_local_part - what may stand before "@" in an entry */
+static int is_local_part(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] <= 32 || s[i] == '@' || s[i] == 127)
+			return 0;
+	return len > 0;
+}
+
+/* parse_value - one entry of a given side ('c'lient or 'r'ecipient) */
+static const char *parse_value(int side, const char *v, struct wl_entry *e)
+{
+	size_t len = strlen(v);
+	const char *at = strchr(v, '@'), *why = NULL;
+	char re[1024];
+
+	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
+		if (len - 2 >= sizeof(re) / 2)
+			return "regular expression too long";
+		memcpy(re, v + 1, len - 2);
+		re[len - 2] = 0;
+		e->kind = side == 'c' ? WL_CLIENT_RE : WL_RCPT_RE;
+		e->text = malloc(sizeof(re));
+		if (!e->text)
+			return "out of memory";
+		if (translate_regex(re, e->text, sizeof(re), &why) != 0)
+			return why;
+		e->suffix = required_suffix(e->text);
+		return NULL;
+	}
+	if (side == 'c') {
+		if (parse_net(v, e) == 0) {
+			e->kind = WL_NET;
+			return NULL;
+		}
+		if (strchr(v, '/') || strspn(v, "0123456789.") == len
+		    || (!strchr(v, ':') && !is_name(v)))
+			return "not an address, a CIDR block, a host name or"
+			       " a /regex/";
+		if (strchr(v, ':'))
+			return "not an IPv6 address or block";
+		e->kind = WL_HOST;
+	} else if (at && !at[1] && is_local_part(v, len - 1)) {
+		e->kind = WL_USER;
+	} else if (at && at != v && is_local_part(v, (size_t)(at - v))
+		   && is_name(at + 1)) {
+		e->kind = WL_ADDRESS;
+	} else if (is_name(at == v ? v + 1 : v)) {
+		e->kind = WL_DOMAIN;
+		v += at == v;
+	} else {
+		return "not user@, user@domain, a domain or a /regex/";
+	}
+	e->text = malloc(strlen(v) + 1);
+	if (!e->text)
+		return "out of memory";
+	lower(e->text, v);
+	if (e->kind == WL_USER)
+		e->text[strlen(e->text) - 1] = 0;
+	return NULL;
+}
+
+/* wl_add - append an entry; -1 when memory runs out */
+static int wl_add(const struct wl_entry *e)
+{
+	if (wl.n == wl.cap) {
+		size_t cap = wl.cap ? wl.cap * 2 : 64;
+		struct wl_entry *p = realloc(wl.e, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		wl.e = p;
+		wl.cap = cap;
+	}
+	wl.e[wl.n++] = *e;
+	return 0;
+}
+
+/* wl_line - parse one line of a file in its format; comments and blank
+ * lines are skipped. Our format is "client VALUE" or "recipient VALUE";
+ * postgrey's files hold bare values of one side each. */
+static void wl_line(char *s, enum wl_format fmt, const char *file,
+		    unsigned line)
+{
+	struct wl_entry e;
+	const char *why;
+	char *hash, *end;
+	int side;
+
+	memset(&e, 0, sizeof(e));
+	e.file = file;
+	e.line = line;
+	if (fmt == WLF_GREYLISTD) {
+		for (hash = s; (hash = strchr(hash, '#')); hash++)
+			if (hash == s || isspace((unsigned char)hash[-1])) {
+				*hash = 0;
+				break;
+			}
+	} else if ((hash = strchr(s, '#'))) {
+		*hash = 0;		/* postgrey: "#" always starts one */
+	}
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = 0;
+	if (!*s)
+		return;
+	side = fmt == WLF_CLIENTS ? 'c' : 'r';
+	if (fmt == WLF_GREYLISTD) {
+		size_t kw = strcspn(s, " \t");
+
+		if (kw == 6 && strncmp(s, "client", 6) == 0) {
+			side = 'c';
+		} else if (kw == 9 && strncmp(s, "recipient", 9) == 0) {
+			side = 'r';
+		} else {
+			wl_problem(file, line, "a line must start with"
+				   " \"client\" or \"recipient\"");
+			return;
+		}
+		s += kw;
+		s += strspn(s, " \t");
+		if (!*s || (s[0] != '/' && strpbrk(s, " \t"))) {
+			wl_problem(file, line, "one value is expected after"
+				   " the keyword");
+			return;
+		}
+	}
+	why = parse_value(side, s, &e);
+	if (!why && wl_add(&e) != 0)
+		why = "out of memory";
+	if (why) {
+		wl_problem(file, line, "%s", why);
+		free(e.text);
+		free(e.suffix);
+	}
+}
+
+/* wl_read - read a whole file; NULL when it cannot be read (errno set;
+ * EFBIG when it is over MAX_WL_FILE) */
+static char *wl_read(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	char *buf;
+	ssize_t n = 0;
+
+	*len = 0;
+	if (fd < 0)
+		return NULL;
+	buf = malloc(MAX_WL_FILE + 1);
+	while (buf && (n = read(fd, buf + *len, MAX_WL_FILE + 1 - *len)) > 0)
+		*len += (size_t)n;
+	close(fd);
+	if (!buf || n < 0 || *len > MAX_WL_FILE) {
+		free(buf);
+		errno = !buf ? ENOMEM : n < 0 ? EIO : EFBIG;
+		return NULL;
+	}
+	buf[*len] = 0;
+	return buf;
+}
+
+/* wl_file - read and parse one file; a missing file that no option named
+ * is not a problem */
+static void wl_file(const char *path, enum wl_format fmt, int optional)
+{
+	size_t len, linelen;
+	char *buf = wl_read(path, &len), *line, *end, *nl;
+	unsigned n = 0;
+
+	if (!buf) {
+		if (!(optional && errno == ENOENT))
+			wl_problem(path, 0, "cannot read: %s", errno == EFBIG
+				   ? "larger than 4 MiB" : strerror(errno));
+		return;
+	}
+	end = buf + len;
+	for (line = buf; line < end; line = nl + 1) {
+		nl = memchr(line, '\n', (size_t)(end - line));
+		if (!nl)
+			nl = end;
+		linelen = (size_t)(nl - line);
+		*nl = 0;
+		n++;
+		if (memchr(line, 0, linelen))
+			wl_problem(path, n, "NUL byte in the line");
+		else if (linelen > 1000)
+			wl_problem(path, n, "line longer than 1000 bytes");
+		else
+			wl_line(line, fmt, path, n);
+	}
+	free(buf);
+}
+
+/* wl_load - the built-in entries, then every file, once per process */
+static void wl_load(const struct wl_list *files)
+{
+	static const char *const builtin[] = { "postmaster@", "abuse@" };
+	struct wl_entry e;
+	size_t i;
+	int named = 0;
+
+	if (wl.loaded)
+		return;
+	wl.loaded = 1;
+	for (i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
+		memset(&e, 0, sizeof(e));
+		e.file = "(built-in)";
+		if (parse_value('r', builtin[i], &e) != NULL || wl_add(&e) != 0)
+			wl_problem(e.file, 0, "out of memory");
+	}
+	for (i = 0; i < files->n; i++)
+		named |= files->format[i] == WLF_GREYLISTD;
+	if (!named)
+		wl_file(DEFAULT_WHITELIST, WLF_GREYLISTD, 1);
+	for (i = 0; i < files->n; i++)
+		wl_file(files->path[i], files->format[i], 0);
+}
+
+/* wl_free - forget the loaded entries (to load them again) */
+static void wl_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < wl.n; i++) {
+		if (wl.e[i].re_state == 1)
+			regfree(&wl.e[i].re);
+		free(wl.e[i].text);
+		free(wl.e[i].suffix);
+	}
+	free(wl.e);
+	memset(&wl, 0, sizeof(wl));
+}
+
+/* wl_regex - does a regex entry match the lower-case subject? It is not
+ * compiled when the subject lacks the ending it requires. */
+static int wl_regex(struct wl_entry *e, const char *subject)
+{
+	size_t n = strlen(subject), m;
+
+	if (e->suffix) {
+		m = strlen(e->suffix);
+		if (m > n || memcmp(subject + n - m, e->suffix, m) != 0)
+			return 0;
+	}
+	if (e->re_state == 0) {
+		e->re_state = regcomp(&e->re, e->text, REG_EXTENDED | REG_ICASE
+				      | REG_NOSUB) == 0 ? 1 : -1;
+		if (e->re_state < 0)
+			wl_problem(e->file, e->line, "not a valid regular"
+				   " expression");
+	}
+	return e->re_state == 1 && regexec(&e->re, subject, 0, NULL, 0) == 0;
+}
+
+/* ends_with_name - name is domain, or a subdomain of it */
+static int ends_with_name(const char *name, const char *domain)
+{
+	size_t n = strlen(name), m = strlen(domain);
+
+	return n >= m && memcmp(name + n - m, domain, m) == 0
+		&& (n == m || name[n - m - 1] == '.');
+}
+
+/* wl_client - the entry that whitelists this client, or NULL. Names and
+ * regexes are tested against the verified client_name only. */
+static const struct wl_entry *wl_client(int family, const unsigned char *a,
+					const char *name)
+{
+	unsigned char masked[16];
+	size_t i, len = family == AF_INET ? 4 : 16;
+	int pass;
+
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < wl.n; i++) {
+			struct wl_entry *e = &wl.e[i];
+
+			if (pass == 0 && e->kind == WL_NET
+			    && e->family == family) {
+				memcpy(masked, a, len);
+				mask_bits(masked, len, e->bits);
+				if (memcmp(masked, e->net, len) == 0)
+					return e;
+			} else if (pass == 0 && e->kind == WL_HOST && *name
+				   && ends_with_name(name, e->text)) {
+				return e;
+			} else if (pass == 1 && e->kind == WL_CLIENT_RE
+				   && *name && wl_regex(e, name)) {
+				return e;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* wl_recipient - the entry that whitelists this (lower-case) recipient,
+ * or NULL; "user+ext@domain" matches the entries for user@domain */
+static const struct wl_entry *wl_recipient(const char *rcpt)
+{
+	char base[MAX_LINE + 1];
+	const char *at = strrchr(rcpt, '@');
+	size_t local = at ? (size_t)(at - rcpt) : 0, plus;
+	size_t i;
+	int pass;
+
+	if (strlen(rcpt) >= sizeof(base))
+		return NULL;
+	plus = strcspn(rcpt, "+");
+	if (at && plus < local)
+		local = plus;
+	memcpy(base, rcpt, local);
+	strcpy(base + local, at ? at : rcpt + local);
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < wl.n; i++) {
+			struct wl_entry *e = &wl.e[i];
+
+			if (pass == 1 ? e->kind == WL_RCPT_RE && wl_regex(e, rcpt)
+			    : (e->kind == WL_USER && at
+			       && strlen(e->text) == local
+			       && memcmp(base, e->text, local) == 0)
+			    || (e->kind == WL_ADDRESS
+				&& strcmp(base, e->text) == 0)
+			    || (e->kind == WL_DOMAIN && at
+				&& ends_with_name(at + 1, e->text)))
+				return e;
+		}
+	}
+	return NULL;
+}
+
+/* wl_check_all - compile every regex too, so that every bad line is
+ * reported (by `check`, or once per version of the files while serving) */
+static void wl_check_all(const struct wl_list *files)
+{
+	size_t i;
+
+	wl_load(files);
+	for (i = 0; i < wl.n; i++)
+		if (wl.e[i].kind == WL_CLIENT_RE || wl.e[i].kind == WL_RCPT_RE) {
+			free(wl.e[i].suffix);
+			wl.e[i].suffix = NULL;
+			wl_regex(&wl.e[i], "");
+		}
+}
+
+/* wl_signature - identifies this version of the whitelist files */
+static long long wl_signature(const struct wl_list *files)
+{
+	uint64_t h = 14695981039346656037ULL;
+	struct stat st;
+	long long v[5];
+	size_t i, j;
+
+	for (i = 0; i <= files->n; i++) {
+		memset(&st, 0, sizeof(st));
+		if (stat(i < files->n ? files->path[i] : DEFAULT_WHITELIST,
+			 &st) != 0)
+			st.st_ino = (ino_t)errno;
+		v[0] = (long long)st.st_dev;
+		v[1] = (long long)st.st_ino;
+		v[2] = (long long)st.st_size;
+		v[3] = (long long)st.st_mtim.tv_sec;
+		v[4] = (long long)st.st_mtim.tv_nsec;
+		for (j = 0; j < 5; j++)
+			h = (h ^ (uint64_t)v[j]) * 1099511628211ULL;
+	}
+	return (long long)(h % (uint64_t)MAX_TIME);
 }
 
 /*
@@ -1045,8 +1811,8 @@ static datum record_encode(char *buf, size_t size, const long long *f, int n)
  */
 
 enum verdict {
-	V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_FAIL_OPEN,
-	V_NOT_RCPT, V_BAD_REQUEST,
+	V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_WL_CLIENT, V_WL_RCPT,
+	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST,
 };
 
 /* How each verdict is answered and logged. */
@@ -1060,20 +1826,30 @@ static const struct {
 	[V_EARLY] = { "greylist", NULL, 1, LOG_INFO },
 	[V_PASS_FIRST] = { "pass", "triplet found", 0, LOG_INFO },
 	[V_PASS] = { "pass", "triplet found", 0, LOG_INFO },
+	[V_AWL] = { "pass", "client AWL", 0, LOG_INFO },
+	[V_WL_CLIENT] = { "pass", "client whitelist", 0, LOG_INFO },
+	[V_WL_RCPT] = { "pass", "recipient whitelist", 0, LOG_INFO },
 	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
 	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
 	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
 };
 
-/* T record fields */
+/* Record fields: a triplet (T), a client of the auto-whitelist (C). */
 enum { T_FIRST, T_LAST, T_PASSED, T_FIELDS };
+enum { C_COUNT, C_LAST, C_FIELDS };
 
 struct outcome {
 	enum verdict v;
 	long long seconds;		/* waited (pass) or missing (early) */
-	int store;			/* the record below must be written */
-	long long rec[T_FIELDS];
-	char why[200];			/* fail-open reason */
+	int store_t, store_c;		/* the records below must be written */
+	long long t[T_FIELDS], c[C_FIELDS];
+	int awl_new;			/* the client just became whitelisted */
+	char why[200];			/* fail-open or bad-request reason */
+};
+
+/* The keys of one request's records; c.dptr is NULL without the AWL. */
+struct keys {
+	datum t, c;
 };
 
 /* touch_interval - how stale a passed triplet's LAST may grow before a
@@ -1089,91 +1865,127 @@ static long long touch_interval(void)
  * has any other shape, so that it is treated as new and rewritten */
 static const long long *triplet_record(datum d, long long *rec)
 {
-	if (record_decode(d, rec, T_FIELDS) != 0 || rec[T_FIRST] > rec[T_LAST]
+	if (!d.dptr || record_decode(d, rec, T_FIELDS) != 0
+	    || rec[T_FIRST] > rec[T_LAST]
 	    || (rec[T_PASSED] != 0 && (rec[T_PASSED] < rec[T_FIRST]
 				       || rec[T_PASSED] > rec[T_LAST])))
 		return NULL;
 	return rec;
 }
 
-/* decide - the greylisting rule, given the stored record (NULL when there
- * is none or it did not parse) and the time. Pure: no I/O. */
-static void decide(const long long *rec, long long now, struct outcome *o)
+/* client_record - decode a C record; NULL if absent or of another shape */
+static const long long *client_record(datum d, long long *rec)
+{
+	if (!d.dptr || record_decode(d, rec, C_FIELDS) != 0)
+		return NULL;
+	return rec;
+}
+
+/* decide_triplet - the greylisting rule for one triplet */
+static void decide_triplet(const long long *t, long long now,
+			   struct outcome *o)
 {
 	long long waited;
 
-	o->store = 0;
-	if (rec)
-		memcpy(o->rec, rec, sizeof(o->rec));
-	if (!rec || now - rec[T_LAST] > cfg.max_age
-	    || (rec[T_PASSED] == 0 && (now - rec[T_FIRST] > cfg.retry_window
-				       || rec[T_FIRST] > now))) {
+	if (t)
+		memcpy(o->t, t, sizeof(o->t));
+	if (!t || now - t[T_LAST] > cfg.max_age
+	    || (t[T_PASSED] == 0 && (now - t[T_FIRST] > cfg.retry_window
+				     || t[T_FIRST] > now))) {
 		o->v = V_NEW;
 		o->seconds = cfg.delay;
-		o->rec[T_FIRST] = o->rec[T_LAST] = now;
-		o->rec[T_PASSED] = 0;
-		o->store = 1;
+		o->t[T_FIRST] = o->t[T_LAST] = now;
+		o->t[T_PASSED] = 0;
+		o->store_t = 1;
 		return;
 	}
-	waited = now - rec[T_FIRST];
-	if (rec[T_PASSED] == 0 && waited < cfg.delay) {
+	waited = now - t[T_FIRST];
+	if (t[T_PASSED] == 0 && waited < cfg.delay) {
 		o->v = V_EARLY;
 		o->seconds = cfg.delay - waited;
 		return;
 	}
-	if (rec[T_PASSED] == 0) {
+	if (t[T_PASSED] == 0) {
 		o->v = V_PASS_FIRST;
 		o->seconds = waited;
-		o->rec[T_PASSED] = o->rec[T_LAST] = now;
-		o->store = 1;
+		o->t[T_PASSED] = o->t[T_LAST] = now;
+		o->store_t = 1;
 		return;
 	}
 	o->v = V_PASS;
+	if (now - t[T_LAST] >= touch_interval()) {
+		o->t[T_LAST] = now;
+		o->store_t = 1;
+	}
+}
+
+/* count_client - note a pass of the client, at most once per
+ * AWL_INTERVAL, as postgrey counts; the count is the client's passes */
+static void count_client(long long now, struct outcome *o)
+{
+	if (now - o->c[C_LAST] < AWL_INTERVAL && o->c[C_LAST] <= now)
+		return;
+	if (o->c[C_COUNT] < MAX_AWL_COUNT)
+		o->c[C_COUNT]++;
+	o->c[C_LAST] = now;
+	o->store_c = 1;
+}
+
+/* decide - the verdict, given the stored triplet and client records
+ * (NULL when absent or of another shape) and the time. Pure: no I/O. */
+static void decide(const long long *t, const long long *c, long long now,
+		   struct outcome *o)
+{
+	o->store_t = o->store_c = o->awl_new = 0;
 	o->seconds = 0;
-	if (now - rec[T_LAST] >= touch_interval()) {
-		o->rec[T_LAST] = now;
-		o->store = 1;
+	if (c && now - c[C_LAST] <= cfg.max_age)
+		memcpy(o->c, c, sizeof(o->c));
+	else
+		memset(o->c, 0, sizeof(o->c));
+	if (cfg.awl && o->c[C_COUNT] >= cfg.awl) {
+		o->v = V_AWL;
+		count_client(now, o);
+		return;
+	}
+	decide_triplet(t, now, o);
+	if (cfg.awl && o->v == V_PASS_FIRST) {
+		count_client(now, o);
+		o->awl_new = o->store_c && o->c[C_COUNT] == cfg.awl;
 	}
 }
 
 /* Maintenance the serving process does after it has answered. */
 static struct {
 	int repair;			/* gdbm_recover the file */
+	int wl_report;			/* log the whitelists' bad lines */
 } pending;
 
 /* fail_open - an internal fault: the request will be answered DUNNO */
 static void fail_open(struct outcome *o, const char *why)
 {
 	o->v = V_FAIL_OPEN;
-	o->store = 0;
+	o->store_t = o->store_c = o->awl_new = 0;
 	snprintf(o->why, sizeof(o->why), "fail-open (%s)", why);
 }
 
-/* evaluate - fetch the triplet's record and decide; -1 on a fault */
-static int evaluate(struct db *db, datum key, long long now, struct outcome *o)
+/* fetch - one record's value (free it); -1 on a fault, which is noted */
+static int fetch(struct db *db, datum key, datum *value)
 {
-	long long rec[T_FIELDS];
-	datum d = gdbm_fetch(db->dbf, key);
-
-	if (!d.dptr && gdbm_errno != GDBM_ITEM_NOT_FOUND) {
-		if (gdbm_needs_recovery(db->dbf))
-			pending.repair = 1;
-		db_fault(db, "reading %s: %s", cfg.db_path,
-			 gdbm_strerror(gdbm_errno));
-		return -1;
-	}
-	decide(d.dptr ? triplet_record(d, rec) : NULL, now, o);
-	free(d.dptr);
-	return 0;
+	*value = gdbm_fetch(db->dbf, key);
+	if (value->dptr || gdbm_errno == GDBM_ITEM_NOT_FOUND)
+		return 0;
+	if (gdbm_needs_recovery(db->dbf))
+		pending.repair = 1;
+	db_fault(db, "reading %s: %s", cfg.db_path, gdbm_strerror(gdbm_errno));
+	return -1;
 }
 
-/* store - write the decided record; -1 on a fault */
-static int store(struct db *db, datum key, const struct outcome *o)
+/* put - write one record; -1 on a fault, which is noted */
+static int put(struct db *db, datum key, const long long *f, int n)
 {
 	char buf[MAX_RECORD];
 
-	if (gdbm_store(db->dbf, key, record_encode(buf, sizeof(buf), o->rec,
-						   T_FIELDS),
+	if (gdbm_store(db->dbf, key, record_encode(buf, sizeof(buf), f, n),
 		       GDBM_REPLACE) == 0)
 		return 0;
 	if (gdbm_needs_recovery(db->dbf))
@@ -1182,9 +1994,27 @@ static int store(struct db *db, datum key, const struct outcome *o)
 	return -1;
 }
 
+/* evaluate - fetch the request's records and decide; -1 on a fault */
+static int evaluate(struct db *db, const struct keys *k, long long now,
+		    struct outcome *o)
+{
+	long long trec[T_FIELDS], crec[C_FIELDS];
+	datum t = { NULL, 0 }, c = { NULL, 0 };
+	int rc = -1;
+
+	if ((!k->c.dptr || fetch(db, k->c, &c) == 0)
+	    && fetch(db, k->t, &t) == 0) {
+		decide(triplet_record(t, trec), client_record(c, crec), now, o);
+		rc = 0;
+	}
+	free(t.dptr);
+	free(c.dptr);
+	return rc;
+}
+
 /* session - one locked open of the database: decide, and as a writer
  * store the result. 1 when a writer is needed, 0 done, -1 fault. */
-static int session(int writer, datum key, long long now,
+static int session(int writer, const struct keys *k, long long now,
 		   const struct timespec *deadline, struct outcome *o)
 {
 	struct db db;
@@ -1192,7 +2022,7 @@ static int session(int writer, datum key, long long now,
 
 	switch (db_open(&db, writer, deadline)) {
 	case DB_ABSENT:
-		decide(NULL, now, o);
+		decide(NULL, NULL, now, o);
 		return 1;
 	case DB_DAMAGED:
 		if (!db.dbf && !writer)
@@ -1207,9 +2037,13 @@ static int session(int writer, datum key, long long now,
 	case DB_OK:
 		break;
 	}
-	rc = evaluate(&db, key, now, o);
-	if (rc == 0 && o->store)
-		rc = writer ? store(&db, key, o) : 1;
+	rc = evaluate(&db, k, now, o);
+	if (rc == 0 && (o->store_t || o->store_c) && !writer)
+		rc = 1;
+	if (rc == 0 && o->store_c && put(&db, k->c, o->c, C_FIELDS) != 0)
+		rc = -1;
+	if (rc == 0 && o->store_t && put(&db, k->t, o->t, T_FIELDS) != 0)
+		rc = -1;
 	if (db_close(&db) != 0 && writer)
 		rc = -1;
 	if (rc < 0)
@@ -1222,18 +2056,20 @@ static int session(int writer, datum key, long long now,
 static void greylist(const struct triplet *t, long long now,
 		     struct outcome *o)
 {
-	static char key[MAX_KEY];
+	static char tkey[MAX_KEY], ckey[INET6_ADDRSTRLEN + 72];
+	const char *tparts[] = { t->net, t->sender, t->recipient };
 	struct timespec deadline = deadline_in(cfg.lock_timeout);
-	datum k;
-	size_t len;
+	struct keys k = { { NULL, 0 }, { NULL, 0 } };
+	const char *cparts[] = { t->client };
 
-	if (triplet_key(t, key, sizeof(key), &len) != 0) {
+	if (record_key('T', tparts, 3, tkey, sizeof(tkey), &k.t) != 0
+	    || (cfg.awl && record_key('C', cparts, 1, ckey, sizeof(ckey),
+				      &k.c) != 0)) {
 		fail_open(o, "key too long");
 		return;
 	}
-	k = (datum){ key, (int)len };
-	if (session(0, k, now, &deadline, o) == 1)
-		session(1, k, now, &deadline, o);
+	if (session(0, &k, now, &deadline, o) == 1)
+		session(1, &k, now, &deadline, o);
 }
 
 /* bad_request - a request greylistd cannot judge: answer DUNNO */
@@ -1243,6 +2079,24 @@ static void bad_request(struct outcome *o, const char *why)
 	snprintf(o->why, sizeof(o->why), "bad request (%s)", why);
 }
 
+/* whitelisted - the whitelist verdict for a request, or V_NEW when no
+ * entry applies; the files are loaded at the first RCPT request */
+static enum verdict whitelisted(const struct triplet *t, const char *name)
+{
+	char lname[MAX_LINE + 1];
+
+	if (!wl.loaded) {
+		wl_load(&cfg.whitelists);
+		pending.wl_report = wl.problems > 0;
+	}
+	lower(lname, name ? name : "");
+	if (wl_client(t->family, t->bin, lname))
+		return V_WL_CLIENT;
+	if (wl_recipient(t->recipient))
+		return V_WL_RCPT;
+	return V_NEW;
+}
+
 /* policy - the verdict for one request */
 static void policy(const struct request *r, struct outcome *o)
 {
@@ -1250,11 +2104,12 @@ static void policy(const struct request *r, struct outcome *o)
 		{ A_CLIENT_ADDRESS, A_SENDER, A_RECIPIENT };
 	static struct triplet t;
 	const char *state = r->attr[A_PROTOCOL_STATE];
-	char why[64];
+	char why[64], name[LOG_VALUE_MAX + 8];
 	size_t i;
 
 	o->why[0] = 0;
 	o->seconds = 0;
+	o->awl_new = 0;
 	if (state && strcmp(state, "RCPT") != 0) {
 		o->v = V_NOT_RCPT;
 		return;
@@ -1271,9 +2126,16 @@ static void policy(const struct request *r, struct outcome *o)
 		bad_request(o, "client_address is not an IP address");
 		return;
 	}
-	normalise_sender(t.sender, r->attr[A_SENDER]);
 	lower(t.recipient, r->attr[A_RECIPIENT]);
+	o->v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
+	if (o->v != V_NEW)
+		return;
+	normalise_sender(t.sender, r->attr[A_SENDER]);
 	greylist(&t, (long long)time(NULL), o);
+	if (o->awl_new)
+		msg_info("whitelisted: %s[%s]", log_value(name, sizeof(name),
+			 r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : ""),
+			 t.addr);
 }
 
 /*
@@ -1466,6 +2328,52 @@ static void db_repair(void)
 	db_close(&db);
 }
 
+/* meta_get - the number kept in a meta record ("M\nNAME"), -1 if none */
+static long long meta_get(char *key, const struct timespec *deadline)
+{
+	long long v = -1;
+	struct db db;
+	datum d = { NULL, 0 };
+
+	if (db_open(&db, 0, deadline) != DB_OK)
+		return -1;
+	if (fetch(&db, (datum){ key, (int)strlen(key) }, &d) != 0
+	    || !d.dptr || record_decode(d, &v, 1) != 0)
+		v = -1;
+	free(d.dptr);
+	db_close(&db);
+	return v;
+}
+
+/* meta_put - keep a number in a meta record; -1 on a fault */
+static int meta_put(char *key, long long v, const struct timespec *deadline)
+{
+	struct db db;
+	int rc;
+
+	if (db_open(&db, 1, deadline) != DB_OK)
+		return -1;
+	rc = put(&db, (datum){ key, (int)strlen(key) }, &v, 1);
+	return db_close(&db) != 0 ? -1 : rc;
+}
+
+/* wl_report - log the whitelists' bad lines once per version of the
+ * files, not once per connection: the version last logged is kept in
+ * the database. Every regex is compiled so that all of them are seen. */
+static void wl_report(void)
+{
+	static char key[] = "M\nwhitelist";
+	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
+	long long sig = wl_signature(&cfg.whitelists);
+
+	if (meta_get(key, &deadline) == sig)
+		return;
+	wl_free();
+	wl.report = 2;
+	wl_check_all(&cfg.whitelists);
+	meta_put(key, sig, &deadline);
+}
+
 /* maintenance - run pending work in a child, so that this connection's
  * next request is not kept waiting; the child has no connection */
 static void maintenance(void)
@@ -1475,18 +2383,22 @@ static void maintenance(void)
 
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
-	if (!pending.repair)
+	if (!pending.repair && !pending.wl_report)
 		return;
-	pending.repair = 0;
 	pid = fork();
 	if (pid < 0)
 		msg_warn("cannot start maintenance: %m");
-	if (pid != 0)
+	if (pid != 0) {
+		memset(&pending, 0, sizeof(pending));
 		return;
+	}
 	fd = open("/dev/null", O_RDWR);
 	if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
 		_exit(1);
-	db_repair();
+	if (pending.repair)
+		db_repair();
+	if (pending.wl_report)
+		wl_report();
 	_exit(0);
 }
 
@@ -1631,6 +2543,18 @@ static void set_option(const struct option_spec *o, const char *value)
 	}
 	if (o->kind == OPT_STRING) {
 		*(const char **)o->dest = value;
+		return;
+	}
+	if (o->kind == OPT_FILES) {
+		struct wl_list *l = o->dest;
+
+		if (l->n == MAX_WL_FILES) {
+			config_error("--%s: at most %d whitelist files", o->name,
+				     MAX_WL_FILES);
+			return;
+		}
+		l->path[l->n] = value;
+		l->format[l->n++] = (enum wl_format)o->unit;
 		return;
 	}
 	if (parse_number(o, value, &v) != 0) {
@@ -1850,8 +2774,11 @@ int main(int argc, char **argv)
 		config_error("unknown command %.40s", command);
 	if (config_errors)
 		return 64;
-	if (strcmp(command, "check") == 0)
-		return 0;
+	if (strcmp(command, "check") == 0) {
+		wl.report = 1;
+		wl_check_all(&cfg.whitelists);
+		return wl.problems ? 1 : 0;
+	}
 	if (connection(&in, &out) != 0)
 		return 64;
 	quiet_stderr(in);

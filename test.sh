@@ -424,7 +424,172 @@ t_sockets() {
 	expect_grep "fd 3 form: requests logged" 'action=greylist, reason=new' "$WORK/sock-fd 3 form/log"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets"
+# --- whitelists ------------------------------------------------------------
+
+# wl_case NAME WANT-REASON REQ-ARGS - one request against $D/wl
+wl_case() {
+	local name=$1 want=$2; shift 2
+	: > "$D/log"
+	req "$@" | gl --whitelist="$D/wl" >/dev/null
+	if [ "$want" = greylist ]; then
+		expect_grep "$name" 'action=greylist, reason=' "$D/log"
+	else
+		expect_grep "$name" "action=pass, reason=$want," "$D/log"
+	fi
+}
+
+t_whitelist() {
+	local out i
+
+	newdir wl
+	cat > "$D/wl" <<-'EOF'
+	# clients
+	client 192.0.2.25
+	client 198.51.100.0/24
+	client 2001:db8:1::7
+	client 2001:db8:2::/48
+	client trusted.example
+	client /^mx\d+\.regex\.example$/
+	# recipients
+	recipient sales@
+	recipient boss@example.net
+	recipient friends.example
+	recipient /^noc-[a-z]+@ops\.example$/
+	EOF
+	wl_case "client IPv4 address" "client whitelist" client_address=192.0.2.25
+	wl_case "client IPv4 neighbour of a listed address is not listed" greylist client_address=192.0.2.26
+	wl_case "client IPv4 CIDR" "client whitelist" client_address=198.51.100.200
+	wl_case "client IPv4-mapped address in a CIDR" "client whitelist" client_address=::ffff:198.51.100.9
+	wl_case "client IPv6 address" "client whitelist" client_address=2001:db8:1:0:0:0:0:7
+	wl_case "client IPv6 CIDR" "client whitelist" client_address=2001:db8:2:ffff::1
+	wl_case "client IPv6 outside the CIDR" greylist client_address=2001:db8:3::1
+	wl_case "client host name" "client whitelist" client_name=trusted.example
+	wl_case "client subdomain" "client whitelist" client_name=mx1.out.Trusted.Example
+	wl_case "client name that only ends alike is not a subdomain" greylist client_name=untrusted.example
+	wl_case "client unverified name is never used" greylist client_name=unknown reverse_client_name=mx.trusted.example
+	wl_case "client regex (Perl \\d)" "client whitelist" client_name=MX12.regex.example
+	wl_case "client regex anchored" greylist client_name=mx12.regex.example.com
+	wl_case "recipient user@ at any domain" "recipient whitelist" recipient=sales@anything.example
+	wl_case "recipient user@domain" "recipient whitelist" recipient=Boss@Example.NET
+	wl_case "recipient user@domain, other domain" greylist recipient=boss@example.org
+	wl_case "recipient +extension matches its base" "recipient whitelist" recipient=boss+2026@example.net
+	wl_case "recipient +extension matches user@" "recipient whitelist" recipient=sales+eu@shop.example
+	wl_case "recipient domain" "recipient whitelist" recipient=anyone@friends.example
+	wl_case "recipient subdomain" "recipient whitelist" recipient=anyone@eu.friends.example
+	wl_case "recipient regex" "recipient whitelist" recipient=noc-paris@ops.example
+	wl_case "postmaster@ is never greylisted" "recipient whitelist" recipient=postmaster@example.net
+	wl_case "abuse@ is never greylisted" "recipient whitelist" recipient=Abuse@example.net
+	cp "$D/wl" "$WORK/wl.saved"
+	newdir wl-nowrite
+	for a in client_address=192.0.2.25 client_name=trusted.example recipient=sales@x.example recipient=postmaster@example.net; do
+		req $a | gl --whitelist="$WORK/wl.saved" >/dev/null
+	done
+	expect "whitelisted requests are answered" 4 "$(grep -c 'whitelist,' "$D/log")"
+	check "and write nothing to the database" test ! -s "$D/db"
+	req | gl --whitelist="$WORK/wl.saved" >/dev/null
+	check "(a greylisted one writes it)" test -s "$D/db"
+
+	newdir wl-default
+	req recipient=postmaster@example.net | gl --whitelist=/nonexistent/only-default >/dev/null
+	expect_grep "postmaster@ needs no file" 'reason=recipient whitelist' "$D/log"
+
+	newdir wl-bad
+	printf 'client 192.0.2.1\nclient 192.0.2.300\nrecipient a b\nhost x\nclient /^a\\bb$/\nclient /^(broken$/\nclient ok.example\n' > "$D/wl"
+	out=$("$GREYLISTD" check --whitelist="$D/wl"); i=$?
+	expect "check exits non-zero on bad lines" 1 "$i"
+	expect "check names each bad line as FILE:LINE" \
+		"$D/wl:2 $D/wl:3 $D/wl:4 $D/wl:5 $D/wl:6" "$(echo "$out" | cut -d: -f1,2 | tr '\n' ' ' | sed 's/ $//')"
+	expect_grep "check says what is wrong" '^.*wl:3: one value is expected after the keyword$' <(echo "$out")
+	"$GREYLISTD" check --whitelist=whitelist
+	expect "the shipped whitelist passes check" 0 $?
+	"$GREYLISTD" check --whitelist=/nonexistent/wl >/dev/null
+	expect "check fails on a named file that is missing" 1 $?
+	for i in 1 2 3; do
+		req client_address=192.0.2.1 | gl --whitelist="$D/wl" >/dev/null
+		req client_name=ok.example | gl --whitelist="$D/wl" >/dev/null
+	done
+	sleep 0.5
+	expect "serving skips bad lines and uses the good ones" 6 "$(grep -c 'reason=client whitelist' "$D/log")"
+	expect "each bad line is logged once over six connections" 5 "$(grep -c 'line skipped' "$D/log")"
+	expect_grep "the log names the line" "warning: $D/wl:6: not a valid regular expression; line skipped" "$D/log"
+	printf 'client 192.0.2.1\nclient 999.1.1.1\n' > "$D/wl"
+	req | gl --whitelist="$D/wl" >/dev/null
+	sleep 0.5
+	expect_grep "a changed file is reported again" "$D/wl:2: not an address" "$D/log"
+
+	newdir wl-postgrey
+	for args in "client_name=mail42.perl.example" "client_name=relay7.lazy.example" \
+		"client_name=fallback-3.eu.example.org" "client_address=198.51.100.100" \
+		"client_address=203.0.113.200" "client_address=2001:db8:77:1::5" \
+		"client_name=mx.partner.example" "recipient=helpdesk@any.example" \
+		"recipient=ceo+x@bigcorp.example" "recipient=a@sub.nogreylist.example" \
+		"recipient=list-dev@lists.example"; do
+		req $args | gl --whitelist-clients=tests/postgrey/whitelist_clients \
+			--whitelist-recipients=tests/postgrey/whitelist_recipients >/dev/null
+	done
+	expect "postgrey's files are read unchanged: all 11 entries match" 11 "$(grep -c 'whitelist,' "$D/log")"
+	req client_address=198.51.100.200 | gl --whitelist-clients=tests/postgrey/whitelist_clients >/dev/null
+	expect_grep "postgrey CIDR /25 bounds hold" 'action=greylist, reason=new' "$D/log"
+	"$GREYLISTD" check --whitelist-clients=tests/postgrey/whitelist_clients \
+		--whitelist-recipients=tests/postgrey/whitelist_recipients
+	expect "check accepts postgrey's files" 0 $?
+}
+
+# --- auto-whitelist and privacy -----------------------------------------------
+
+# pass_triplet N WHEN ARGS - greylist triplet N, then pass it 10 minutes on
+pass_triplet() {
+	local n=$1 when=$2; shift 2
+	req recipient=r$n@example.net "$@" | at "+${when}s" "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+	req recipient=r$n@example.net "$@" | at "+$((when + 600))s" "$GREYLISTD" --db="$D/db" --log-file="$D/log" >/dev/null
+}
+
+t_awl() {
+	local i out
+
+	newdir awl
+	for i in 1 2 3 4 5; do pass_triplet $i $((i * 3700)); done
+	expect "five passes, an hour apart" 5 "$(grep -c 'delay=600' "$D/log")"
+	expect_grep "the client's becoming whitelisted is logged" 'whitelisted: mail.example.com\[192.0.2.10\]' "$D/log"
+	out=$(req recipient=new@example.net | at +6h "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions)
+	expect "then a new triplet from it passes at once" "DUNNO" "$out"
+	expect_grep "logged as client AWL" 'action=pass, reason=client AWL, client_name=mail.example.com, client_address=192.0.2.10' "$D/log"
+	out=$(req recipient=new2@example.net client_address=192.0.2.11 | at +6h "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "an IPv4 neighbour is not auto-whitelisted" "DEFER_IF_PERMIT" "$out"
+	out=$(req recipient=new3@example.net | at +40d "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "after max-age idle the client is greylisted again" "DEFER_IF_PERMIT" "$out"
+	expect "whitelisted: logged once" 1 "$(grep -c 'whitelisted: ' "$D/log")"
+
+	newdir awl-hourly
+	for i in 1 2 3 4 5 6; do pass_triplet $i $((i * 60)); done
+	out=$(req recipient=new@example.net | at +2h "$GREYLISTD" --db="$D/db" --log-file="$D/log" | actions | cut -c1-15)
+	expect "passes within one hour count once" "DEFER_IF_PERMIT" "$out"
+
+	newdir awl-v6
+	for i in 1 2; do pass_triplet $i $((i * 3700)) client_address=2001:db8:9::$i; done
+	out=$(req recipient=new@example.net client_address=2001:db8:9::77 | at +3h "$GREYLISTD" --db="$D/db" --log-file="$D/log" --auto-whitelist-clients=2 | actions)
+	expect "IPv6 clients count per /64" "DUNNO" "$out"
+
+	newdir awl-off
+	for i in 1 2 3 4 5 6; do
+		req recipient=r$i@example.net | at "+$((i * 3700))s" "$GREYLISTD" --db="$D/db" --log-file="$D/log" --auto-whitelist-clients=0 >/dev/null
+		req recipient=r$i@example.net | at "+$((i * 3700 + 600))s" "$GREYLISTD" --db="$D/db" --log-file="$D/log" --auto-whitelist-clients=0 >/dev/null
+	done
+	expect "--auto-whitelist-clients=0 keeps no client records" 0 \
+		"$(printf 'list\n' | gdbmtool "$D/db" | grep -c '^C')"
+
+	newdir privacy
+	req client_address=203.0.113.9 sender=secret.sender@example.org recipient=hidden@example.net | gl --privacy >/dev/null
+	out=$(req client_address=203.0.113.9 sender=secret.sender@example.org recipient=hidden@example.net \
+		| at +400s "$GREYLISTD" --db="$D/db" --log-file="$D/log" --privacy | actions | cut -c1-7)
+	expect "--privacy: greylisting works" "PREPEND" "$out"
+	check "--privacy: no address in the database file" \
+		bash -c "! grep -a -q -e secret -e hidden -e 203.0.113 -e example '$D/db'"
+	expect "--privacy: keys are digests" 2 \
+		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
+}
+
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
