@@ -991,10 +991,11 @@ struct wl_entry {
 	int family;			/* WL_NET: AF_INET or AF_INET6 */
 	unsigned char net[16];		/* WL_NET: masked address */
 	long long bits;			/* WL_NET: prefix length */
-	char *text;			/* lower-cased value; a translated regex */
+	const char *text;		/* lower-cased value; a translated regex */
+	char *owned;			/* the translated regex, to free */
 	char *suffix;			/* regex: lower-cased required ending */
 	int re_state;			/* regex: 0 not compiled, 1 ok, -1 bad */
-	regex_t re;
+	regex_t *re;			/* regex: compiled when first needed */
 	const char *file;
 	unsigned line;
 };
@@ -1005,6 +1006,8 @@ static struct {
 	int loaded;
 	int problems;			/* bad lines this process has seen */
 	int report;			/* print problems (check) or count them */
+	char *bufs[MAX_WL_FILES + 1];	/* file contents the entries point into */
+	size_t nbufs;
 } wl;
 
 /* wl_problem - a bad line: printed by `check`, counted while serving
@@ -1193,14 +1196,16 @@ static int parse_net(const char *s, struct wl_entry *e)
 /* is_name - letters, digits, "-", "_" and "." only: a host or domain */
 static int is_name(const char *s)
 {
+	unsigned char c;
+
 	if (!*s || *s == '.')
 		return 0;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+	while ((c = (unsigned char)*s++))
+		if (!((c | 32) >= 'a' && (c | 32) <= 'z') && !(c >= '0' && c <= '9')
+		    && c != '-' && c != '_' && c != '.')
 			return 0;
 	return 1;
 }
-
 /* is_local_part - what may stand before "@" in an entry */
 static int is_local_part(const char *s, size_t len)
 {
@@ -1212,29 +1217,30 @@ static int is_local_part(const char *s, size_t len)
 	return len > 0;
 }
 
-/* parse_value - one entry of a given side ('c'lient or 'r'ecipient) */
-static const char *parse_value(int side, const char *v, struct wl_entry *e)
+/* parse_value - one entry of a given side ('c'lient or 'r'ecipient). The
+ * value is lower-cased in place: entries point into the file's buffer. */
+static const char *parse_value(int side, char *v, struct wl_entry *e)
 {
 	size_t len = strlen(v);
-	const char *at = strchr(v, '@'), *why = NULL;
-	char re[1024];
+	char *at = strchr(v, '@');
+	const char *why = NULL;
 
 	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
-		if (len - 2 >= sizeof(re) / 2)
-			return "regular expression too long";
-		memcpy(re, v + 1, len - 2);
-		re[len - 2] = 0;
+		v[len - 1] = 0;
 		e->kind = side == 'c' ? WL_CLIENT_RE : WL_RCPT_RE;
-		e->text = malloc(sizeof(re));
-		if (!e->text)
+		e->owned = malloc(6 * len);	/* "\w" grows six-fold */
+		if (!e->owned)
 			return "out of memory";
-		if (translate_regex(re, e->text, sizeof(re), &why) != 0)
+		if (translate_regex(v + 1, e->owned, 6 * len, &why) != 0)
 			return why;
+		e->text = e->owned;
 		e->suffix = required_suffix(e->text);
 		return NULL;
 	}
+	lower(v, v);
 	if (side == 'c') {
-		if (parse_net(v, e) == 0) {
+		if ((strchr(v, ':') || strspn(v, "0123456789./") == len)
+		    && parse_net(v, e) == 0) {
 			e->kind = WL_NET;
 			return NULL;
 		}
@@ -1247,6 +1253,7 @@ static const char *parse_value(int side, const char *v, struct wl_entry *e)
 		e->kind = WL_HOST;
 	} else if (at && !at[1] && is_local_part(v, len - 1)) {
 		e->kind = WL_USER;
+		*at = 0;
 	} else if (at && at != v && is_local_part(v, (size_t)(at - v))
 		   && is_name(at + 1)) {
 		e->kind = WL_ADDRESS;
@@ -1256,12 +1263,7 @@ static const char *parse_value(int side, const char *v, struct wl_entry *e)
 	} else {
 		return "not user@, user@domain, a domain or a /regex/";
 	}
-	e->text = malloc(strlen(v) + 1);
-	if (!e->text)
-		return "out of memory";
-	lower(e->text, v);
-	if (e->kind == WL_USER)
-		e->text[strlen(e->text) - 1] = 0;
+	e->text = v;
 	return NULL;
 }
 
@@ -1337,7 +1339,7 @@ static void wl_line(char *s, enum wl_format fmt, const char *file,
 		why = "out of memory";
 	if (why) {
 		wl_problem(file, line, "%s", why);
-		free(e.text);
+		free(e.owned);
 		free(e.suffix);
 	}
 }
@@ -1347,19 +1349,24 @@ static void wl_line(char *s, enum wl_format fmt, const char *file,
 static char *wl_read(const char *path, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	char *buf;
+	struct stat st;
+	char *buf = NULL;
 	ssize_t n = 0;
+	size_t size = 0;
 
 	*len = 0;
 	if (fd < 0)
 		return NULL;
-	buf = malloc(MAX_WL_FILE + 1);
-	while (buf && (n = read(fd, buf + *len, MAX_WL_FILE + 1 - *len)) > 0)
+	if (fstat(fd, &st) == 0 && st.st_size <= MAX_WL_FILE) {
+		size = (size_t)st.st_size + 1;	/* one more byte: EOF seen */
+		buf = malloc(size + 1);
+	}
+	while (buf && (n = read(fd, buf + *len, size - *len)) > 0)
 		*len += (size_t)n;
 	close(fd);
-	if (!buf || n < 0 || *len > MAX_WL_FILE) {
+	if (!buf || n < 0 || *len == size) {
 		free(buf);
-		errno = !buf ? ENOMEM : n < 0 ? EIO : EFBIG;
+		errno = size == 0 ? EFBIG : !buf ? ENOMEM : n < 0 ? EIO : EFBIG;
 		return NULL;
 	}
 	buf[*len] = 0;
@@ -1373,6 +1380,7 @@ static void wl_file(const char *path, enum wl_format fmt, int optional)
 	size_t len, linelen;
 	char *buf = wl_read(path, &len), *line, *end, *nl;
 	unsigned n = 0;
+	int nul;
 
 	if (!buf) {
 		if (!(optional && errno == ENOENT))
@@ -1381,6 +1389,7 @@ static void wl_file(const char *path, enum wl_format fmt, int optional)
 		return;
 	}
 	end = buf + len;
+	nul = memchr(buf, 0, len) != NULL;
 	for (line = buf; line < end; line = nl + 1) {
 		nl = memchr(line, '\n', (size_t)(end - line));
 		if (!nl)
@@ -1388,20 +1397,20 @@ static void wl_file(const char *path, enum wl_format fmt, int optional)
 		linelen = (size_t)(nl - line);
 		*nl = 0;
 		n++;
-		if (memchr(line, 0, linelen))
+		if (nul && memchr(line, 0, linelen))
 			wl_problem(path, n, "NUL byte in the line");
 		else if (linelen > 1000)
 			wl_problem(path, n, "line longer than 1000 bytes");
 		else
 			wl_line(line, fmt, path, n);
 	}
-	free(buf);
+	wl.bufs[wl.nbufs++] = buf;	/* the entries point into it */
 }
 
 /* wl_load - the built-in entries, then every file, once per process */
 static void wl_load(const struct wl_list *files)
 {
-	static const char *const builtin[] = { "postmaster@", "abuse@" };
+	static const char *const builtin[] = { "postmaster", "abuse" };
 	struct wl_entry e;
 	size_t i;
 	int named = 0;
@@ -1411,8 +1420,10 @@ static void wl_load(const struct wl_list *files)
 	wl.loaded = 1;
 	for (i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
 		memset(&e, 0, sizeof(e));
+		e.kind = WL_USER;
+		e.text = builtin[i];
 		e.file = "(built-in)";
-		if (parse_value('r', builtin[i], &e) != NULL || wl_add(&e) != 0)
+		if (wl_add(&e) != 0)
 			wl_problem(e.file, 0, "out of memory");
 	}
 	for (i = 0; i < files->n; i++)
@@ -1430,10 +1441,13 @@ static void wl_free(void)
 
 	for (i = 0; i < wl.n; i++) {
 		if (wl.e[i].re_state == 1)
-			regfree(&wl.e[i].re);
-		free(wl.e[i].text);
+			regfree(wl.e[i].re);
+		free(wl.e[i].re);
+		free(wl.e[i].owned);
 		free(wl.e[i].suffix);
 	}
+	for (i = 0; i < wl.nbufs; i++)
+		free(wl.bufs[i]);
 	free(wl.e);
 	memset(&wl, 0, sizeof(wl));
 }
@@ -1450,13 +1464,15 @@ static int wl_regex(struct wl_entry *e, const char *subject)
 			return 0;
 	}
 	if (e->re_state == 0) {
-		e->re_state = regcomp(&e->re, e->text, REG_EXTENDED | REG_ICASE
-				      | REG_NOSUB) == 0 ? 1 : -1;
+		e->re = malloc(sizeof(*e->re));
+		e->re_state = e->re && regcomp(e->re, e->text, REG_EXTENDED
+					       | REG_ICASE | REG_NOSUB) == 0
+			? 1 : -1;
 		if (e->re_state < 0)
 			wl_problem(e->file, e->line, "not a valid regular"
 				   " expression");
 	}
-	return e->re_state == 1 && regexec(&e->re, subject, 0, NULL, 0) == 0;
+	return e->re_state == 1 && regexec(e->re, subject, 0, NULL, 0) == 0;
 }
 
 /* ends_with_name - name is domain, or a subdomain of it */

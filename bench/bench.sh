@@ -1,0 +1,418 @@
+#!/bin/bash
+# bench/bench.sh - greylistd against postgrey, on this machine, in one run.
+#
+#   GREYLISTD=/path/to/greylistd bench/bench.sh     (what `make bench` runs)
+#
+# greylistd runs as in production, one process per connection under
+# `systemd-socket-activate --accept --inetd`; postgrey (Debian's package)
+# runs as its own daemon on a temporary --dbdir. Both listen on UNIX
+# sockets and are driven by bench/client.c, which sends what Postfix 3.7
+# sends and checks every answer. The two are measured in turns (ABBA),
+# so that drift of the machine hits both alike.
+#
+# Workloads (req/s, p50 and p99 latency, greylistd/postgrey ratio):
+#   1 known triplets, one client on one connection
+#   2 new triplets (every request a write), one client on one connection
+#   3 mixed: 20% new, 20% early retries, 60% known, 4 concurrent clients
+#   4 a fresh connection for every request (known triplets), 4 clients
+#   5 known and new at 1k, 100k and 1M records (1-4 run at 100k)
+# and peak resident memory of one greylistd process against postgrey's,
+# and start-up time (exec to first answer).
+#
+# The databases are written directly (bench/fill.c, bench/fill-postgrey.pl):
+# filling a million records through postgrey's socket would take 20 min.
+# Writes bench/results.md (or $BENCH_OUT); raw figures go to bench/out/.
+# Timing is reported, never judged: the exit status is 1 only when an
+# answer was wrong, a request failed, or a log shows a fault.
+#
+# Knobs: BENCH_ROUNDS (3), BENCH_SECS (seconds per turn, 3), BENCH_SIZES
+# ("1000 100000 1000000"), BENCH_MAIN (size for workloads 1-4, 100000),
+# BENCH_OUT, CC, TMPDIR.
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+ROUNDS=${BENCH_ROUNDS:-3}
+SECS=${BENCH_SECS:-3}
+SIZES=${BENCH_SIZES:-"1000 100000 1000000"}
+MAIN=${BENCH_MAIN:-100000}
+OUT=${BENCH_OUT:-$HERE/results.md}
+RAWDIR=$HERE/out
+CC=${CC:-cc}
+DELAY=3600			# long enough that pending triplets stay early
+TEXT='Greylisted, please try again in %s seconds'
+MIX='new:20,early:20,known:60'
+POSTGREY=/usr/sbin/postgrey
+T_START=$EPOCHREALTIME
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 2; }
+
+# --- what the bench needs -------------------------------------------------
+
+need_pkgs=
+command -v "$CC" >/dev/null || need_pkgs+=" gcc libc6-dev"
+[ -e /usr/include/gdbm.h ] || need_pkgs+=" libgdbm-dev"
+[ -x $POSTGREY ] || need_pkgs+=" postgrey"
+perl -MBerkeleyDB -e1 2>/dev/null || need_pkgs+=" libberkeleydb-perl"
+command -v systemd-socket-activate >/dev/null || need_pkgs+=" systemd"
+[ -x /usr/bin/time ] || need_pkgs+=" time"
+command -v ps >/dev/null || need_pkgs+=" procps"
+if [ -n "$need_pkgs" ]; then
+	say "bench: installing Debian packages:$need_pkgs"
+	sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	# shellcheck disable=SC2086
+	$sudo -E apt-get install -y -q $need_pkgs \
+	|| { $sudo -E apt-get update -q && $sudo -E apt-get install -y -q $need_pkgs; } \
+	|| die "could not install:$need_pkgs"
+fi
+if [ "$(id -u)" -eq 0 ]; then
+	id postgrey >/dev/null 2>&1 || die "no user postgrey (the package creates it)"
+	PG_USER=postgrey PG_GROUP=postgrey
+else
+	PG_USER=$(id -un) PG_GROUP=$(id -gn)
+fi
+
+# --- a private work directory, and cleaning up -----------------------------
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/greylistd-bench.XXXXXX")
+chmod 711 "$W"			# postgrey (another user) reaches its dir
+GL_PID= PG_PID= MEM_PID=
+
+stop() {			# stop PID: TERM, then wait for it
+	local pid=$1
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+	stop "$GL_PID"; stop "$PG_PID"; stop "$MEM_PID"
+	GL_PID= PG_PID= MEM_PID=
+	rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "bench: work directory $W"
+$CC -O2 -o "$W/client" "$HERE/client.c" -lpthread
+$CC -O2 -o "$W/fill" "$HERE/fill.c" -lgdbm
+if [ -z "${GREYLISTD:-}" ]; then
+	GREYLISTD=$W/greylistd
+	$CC -O2 -o "$GREYLISTD" "$ROOT/greylistd.c" -lgdbm
+fi
+[ -x "$GREYLISTD" ] || die "GREYLISTD=$GREYLISTD is not an executable"
+GREYLISTD=$(cd "$(dirname "$GREYLISTD")" && pwd)/$(basename "$GREYLISTD")
+C=$W/client
+
+# greylistd as shipped: with the repository's whitelist (postgrey runs with
+# Debian's /etc/postgrey lists), when this greylistd knows --whitelist
+GL_OPTS=(--delay=$DELAY "--greylist-text=$TEXT")
+if [ -f "$ROOT/whitelist" ] && "$GREYLISTD" check "--whitelist=$ROOT/whitelist" >/dev/null 2>&1; then
+	GL_OPTS+=("--whitelist=$ROOT/whitelist")
+fi
+
+PROBLEMS=$W/problems
+: >"$PROBLEMS"
+problem() { say "bench: PROBLEM: $*"; printf '%s\n' "$*" >>"$PROBLEMS"; }
+
+# --- servers ----------------------------------------------------------------
+
+GL_SOCK=$W/gl.sock GL_LOG=$W/greylistd.log GL_ERR=$W/socket-activate.log
+PG_SOCK=$W/pg.sock PG_LOG=$W/postgrey.log
+PG_STARTS=()
+
+start_greylistd() {		# start_greylistd DB
+	rm -f "$GL_SOCK"
+	env -u INVOCATION_ID -u LISTEN_FDS \
+	systemd-socket-activate --accept --inetd -l "$GL_SOCK" \
+		"$GREYLISTD" "--db=$1" "--log-file=$GL_LOG" "${GL_OPTS[@]}" \
+		2>>"$GL_ERR" &
+	GL_PID=$!
+	"$C" -s "$GL_SOCK" -W 10 -k 1 >/dev/null || die "greylistd did not answer"
+}
+
+start_postgrey() {		# start_postgrey DBDIR
+	local t0 ans
+	rm -f "$PG_SOCK"
+	t0=$EPOCHREALTIME
+	"$POSTGREY" --unix="$PG_SOCK" --dbdir="$1" --delay=$DELAY \
+		--greylist-text="$TEXT" --user="$PG_USER" --group="$PG_GROUP" \
+		>>"$PG_LOG" 2>&1 &
+	PG_PID=$!
+	ans=$("$C" -s "$PG_SOCK" -W 30 -k 1) || die "postgrey did not answer (see $PG_LOG)"
+	ans=${ans#answered_ns=}
+	PG_STARTS+=("$(( (ans - ${t0/./} * 1000) / 1000 ))")	# us
+}
+
+# --- measuring ----------------------------------------------------------------
+
+RAW=$W/raw.tsv			# workload system records n secs rps p50 p99 wrong errors
+printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\n' >"$RAW"
+RUNID=0
+declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK)
+
+field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
+
+# measure NAME RECORDS CLIENT-ARGS... - ROUNDS turns each, ABBA order
+measure() {
+	local name=$1 records=$2; shift 2
+	local r sys order out rc lines0 lines1 n secs wrong errors
+	local -A tn=() tsecs=() twrong=() terrors=()
+	for sys in greylistd postgrey; do
+		rm -f "$W/lat.$sys"; tn[$sys]=0; tsecs[$sys]=0
+		twrong[$sys]=0; terrors[$sys]=0
+	done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		if ((r % 2)); then order="greylistd postgrey"; else order="postgrey greylistd"; fi
+		for sys in $order; do
+			RUNID=$((RUNID + 1))
+			lines0=$(wc -l <"$GL_LOG")
+			rc=0
+			out=$("$C" -s "${SOCK[$sys]}" -r $RUNID -d $DELAY \
+				-o "$W/lat.$sys" "$@" 2>>"$W/client.err") || rc=$?
+			[ -n "$out" ] || { problem "$name/$sys: client failed ($(tail -n 3 "$W/client.err"))"; continue; }
+			n=$(field n "$out"); secs=$(field secs "$out")
+			wrong=$(field wrong "$out"); errors=$(field errors "$out")
+			tn[$sys]=$((tn[$sys] + n))
+			tsecs[$sys]=$(awk -v a="${tsecs[$sys]}" -v b="$secs" 'BEGIN{printf "%.6f", a+b}')
+			twrong[$sys]=$((twrong[$sys] + wrong))
+			terrors[$sys]=$((terrors[$sys] + errors))
+			if [ "$sys" = greylistd ]; then
+				lines1=$(wc -l <"$GL_LOG")
+				if ((lines1 - lines0 != n)); then
+					problem "$name: greylistd logged $((lines1 - lines0)) lines for $n answers"
+				fi
+				tail -n +$((lines0 + 1)) "$GL_LOG" \
+				| grep -E 'fail-open|warning:|error:|bad request' \
+				| head -n 3 | while IFS= read -r l; do
+					problem "$name: greylistd log: $l"; done || true
+			fi
+			if ((rc != 0)); then
+				problem "$name/$sys: $wrong wrong answers, $errors failed requests: $(grep -v '^$' "$W/client.err" | tail -n 2 | tr '\n' ' ')"
+			fi
+			: >"$W/client.err"
+		done
+	done
+	for sys in greylistd postgrey; do
+		local pcts p50 p99 rps
+		pcts=$("$C" -R "$W/lat.$sys")
+		p50=$(field p50_us "$pcts"); p99=$(field p99_us "$pcts")
+		rps=$(awk -v n="${tn[$sys]}" -v s="${tsecs[$sys]}" 'BEGIN{printf "%.0f", (s > 0 ? n/s : 0)}')
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$sys" \
+			"$records" "${tn[$sys]}" "${tsecs[$sys]}" "$rps" "$p50" "$p99" \
+			"${twrong[$sys]}" "${terrors[$sys]}" >>"$RAW"
+		say "bench:   $name $sys: $rps req/s, p50 ${p50} us, p99 ${p99} us"
+	done
+}
+
+# --- the phases: one database size each ------------------------------------------
+
+GL_RSS= PG_RSS= PG_HWM= GL_START=
+: >"$GL_LOG"; : >"$PG_LOG"; : >"$GL_ERR"
+
+for N in $SIZES; do
+	known=$((N - N / 10)) pending=$((N / 10))
+	now=$(date +%s)
+	say "bench: $N records: filling ($known known, $pending pending)"
+	db=$W/greylistd-$N.db pgdir=$W/postgrey-$N
+	"$W/fill" "$db" $known $pending "$now"
+	mkdir "$pgdir"
+	perl "$HERE/fill-postgrey.pl" "$pgdir" $known $pending "$now"
+	rm -f "$pgdir"/__db.*		# postgrey builds its own environment
+	[ "$(id -u)" -ne 0 ] || chown -R "$PG_USER:$PG_GROUP" "$pgdir"
+
+	start_greylistd "$db"
+	start_postgrey "$pgdir"
+	# warm both up (page cache, postgrey's first requests)
+	"$C" -s "$GL_SOCK" -m known -k $known -t 0.5 >/dev/null || true
+	"$C" -s "$PG_SOCK" -m known -k $known -t 0.5 >/dev/null || true
+
+	K="-k $known -p $pending -t $SECS"
+	# new triplets grow the file: at most max(N/10, 1000) per system
+	cap=$(( (N / 10 > 1000 ? N / 10 : 1000) / ROUNDS ))
+	# shellcheck disable=SC2086
+	{
+		measure "known" $N -m known $K
+		measure "new" $N -m new -n $cap $K
+		if [ "$N" = "$MAIN" ]; then
+			measure "mixed" $N -m "$MIX" -c 4 $K
+			measure "fresh" $N -m known -c 4 -f $K
+		fi
+	}
+	if [ "$N" = "$MAIN" ]; then
+		say "bench: start-up time, greylistd (200 starts)"
+		GL_START=$("$C" -x 200 -k $known -d $DELAY -- "$GREYLISTD" \
+			"--db=$db" "--log-file=$GL_LOG" "${GL_OPTS[@]}") \
+			|| problem "start-up: $GL_START"
+	fi
+	if [ "$N" = "${SIZES##* }" ]; then
+		# memory, at the largest size: postgrey's resident size after
+		# the workloads; one greylistd process that served all three
+		# kinds of request on one connection, under /usr/bin/time
+		PG_RSS=$(ps -o rss= -p "$PG_PID" | tr -d ' ')
+		PG_HWM=$(awk '/^VmHWM/ {print $2}' "/proc/$PG_PID/status")
+		rm -f "$W/mem.sock"
+		env -u INVOCATION_ID -u LISTEN_FDS \
+		systemd-socket-activate --accept --inetd -l "$W/mem.sock" \
+			/usr/bin/time -a -o "$W/rss" -f '%M' \
+			"$GREYLISTD" "--db=$db" "--log-file=$GL_LOG" \
+			"${GL_OPTS[@]}" 2>>"$GL_ERR" &
+		MEM_PID=$!
+		"$C" -s "$W/mem.sock" -W 10 -k 1 >/dev/null || die "greylistd (memory) did not answer"
+		"$C" -s "$W/mem.sock" -m "$MIX" -k $known -p $pending -t 2 \
+			-r 999999 -d $DELAY >/dev/null 2>>"$W/client.err" \
+			|| problem "memory run: $(tail -n 2 "$W/client.err")"
+		stop "$MEM_PID"; MEM_PID=
+		GL_RSS=$(grep -E '^[0-9]+$' "$W/rss" | sort -n | tail -n 1)
+		if grep -vqE '^[0-9]+$' "$W/rss"; then
+			problem "memory run: $(grep -vE '^[0-9]+$' "$W/rss" | head -n 2)"
+		fi
+	fi
+	stop "$GL_PID"; GL_PID=
+	stop "$PG_PID"; PG_PID=
+	rm -rf "$db" "$pgdir"
+done
+
+# --- the logs ---------------------------------------------------------------------------
+
+other=$(grep -vE '^(Listening on|Communication attempt|Connection from|Spawned|Execing) |^Child [0-9]+ died with code 0$' "$GL_ERR" | head -n 3 || true)
+[ -z "$other" ] || problem "greylistd wrote to stderr or systemd-socket-activate complained: $other"
+pgerr=$(grep -iE 'warn|error|fatal|died' "$PG_LOG" | head -n 3 || true)
+[ -z "$pgerr" ] || problem "postgrey's log: $pgerr"
+
+# --- the report -------------------------------------------------------------------------------
+
+mkdir -p "$RAWDIR"
+cp "$RAW" "$RAWDIR/raw.tsv"
+ELAPSED=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
+
+get() {				# get WORKLOAD SYSTEM RECORDS COLUMN
+	awk -F'\t' -v w="$1" -v s="$2" -v r="$3" -v c="$4" '
+		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+		$1 == w && $2 == s && $3 == r { print $col[c] }' "$RAW"
+}
+human() {			# 1000 -> 1k, 1000000 -> 1M
+	awk -v n="$1" 'BEGIN{ if (n >= 1e6 && n % 1e6 == 0) printf "%dM", n/1e6;
+		else if (n >= 1e3 && n % 1e3 == 0) printf "%dk", n/1e3; else print n }'
+}
+ms() { awk -v u="$1" 'BEGIN{ if (u >= 1000) printf "%.2f ms", u/1000; else printf "%.0f us", u }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf (b > 0 ? "%.1fx" : "-"), a/b }'; }
+
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+CORES=$(nproc)
+FS=$(df -PT "$W" | awk 'NR == 2 {print $2}')
+GL_VER=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "?")
+GL_DIRTY=$(cd "$ROOT" && git status --porcelain -- greylistd.c 2>/dev/null | head -n 1)
+[ -z "$GL_DIRTY" ] || GL_VER="$GL_VER + local changes"
+PG_VER=$(dpkg-query -W -f='${Version}' postgrey 2>/dev/null || echo "?")
+GDBM_VER=$(dpkg-query -W -f='${Version}' libgdbm6 2>/dev/null || echo "?")
+BDB_VER=$(perl -MBerkeleyDB -e 'print $BerkeleyDB::db_version' 2>/dev/null || echo "?")
+
+label() {
+	case $1 in
+	known) echo "1 known triplets, 1 client";;
+	new) echo "2 new triplets (writes), 1 client";;
+	mixed) echo "3 mixed 20% new/20% early/60% known, 4 clients";;
+	fresh) echo "4 fresh connection per request, 4 clients";;
+	esac
+}
+row() {				# row WORKLOAD RECORDS LABEL
+	local g p
+	g=$(get "$1" greylistd "$2" rps); p=$(get "$1" postgrey "$2" rps)
+	[ -n "$g" ] || return 0
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | **%s** |\n' "$3" "$(human "$2")" \
+		"$g" "$(ms "$(get "$1" greylistd "$2" p50_us)")" "$(ms "$(get "$1" greylistd "$2" p99_us)")" \
+		"$p" "$(ms "$(get "$1" postgrey "$2" p50_us)")" "$(ms "$(get "$1" postgrey "$2" p99_us)")" \
+		"$(ratio "$g" "$p")"
+}
+target() {			# target TEXT MET FIGURE
+	printf '| %s | %s | %s |\n' "$1" "$([ "$2" = 1 ] && echo met || echo "**missed**")" "$3"
+}
+ge() { awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a >= b) }'; }
+
+SMALL=${SIZES%% *} LARGE=${SIZES##* }
+{
+	echo "# greylistd against postgrey"
+	echo
+	echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $CPU, $CORES cores, Linux $(uname -r)," \
+		"work directory on $FS. greylistd $GL_VER (GDBM $GDBM_VER), one process per" \
+		"connection under systemd-socket-activate; postgrey $PG_VER (BerkeleyDB $BDB_VER)," \
+		"one daemon. UNIX sockets, both with --delay=$DELAY. $ROUNDS turns of ${SECS} s per" \
+		"server and workload, alternating. Whole run: ${ELAPSED} s."
+	echo
+	echo "| workload | records | greylistd req/s | p50 | p99 | postgrey req/s | p50 | p99 | ratio |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+	for w in known new mixed fresh; do row $w "$MAIN" "$(label $w)"; done
+	for N in $SIZES; do
+		for w in known new; do
+			[ "$N" = "$MAIN" ] && continue
+			row $w "$N" "5 $w, 1 client"
+		done
+	done
+	echo
+	echo "Workload 5 at $(human "$MAIN") records is rows 1 and 2. New triplets grow the"
+	echo "database by at most max(records/10, 1000) per server."
+	echo
+	mem_ratio=$(awk -v g="$GL_RSS" -v p="$PG_RSS" 'BEGIN{ printf "%.1f", g > 0 ? p/g : 0 }')
+	echo "| resource | greylistd | postgrey |"
+	echo "|---|---:|---:|"
+	echo "| resident memory | $GL_RSS KiB peak, one process ($(human "$LARGE") records, all three kinds of request) | $PG_RSS KiB resident after the workloads ($PG_HWM KiB peak), the daemon |"
+	sorted_starts=$(printf '%s\n' "${PG_STARTS[@]}" | sort -n | tr '\n' ' ')
+	echo "| start-up, exec to first answer | $(ms "$(field p50_us "$GL_START")") p50, $(ms "$(field p99_us "$GL_START")") p99 (200 starts, $(human "$MAIN") records) | $(for s in $sorted_starts; do printf '%s; ' "$(ms "$s")"; done)(${#PG_STARTS[@]} starts) |"
+	echo
+	echo "## Budget"
+	echo
+	echo "| target | | figure |"
+	echo "|---|---|---|"
+	g=$(get known greylistd "$MAIN" rps); p=$(get known postgrey "$MAIN" rps)
+	target "known: >= 10x postgrey's req/s" "$(ge "$g" "$((p * 10))" && echo 1)" "$(ratio "$g" "$p") ($g against $p)"
+	g=$(get new greylistd "$MAIN" rps); p=$(get new postgrey "$MAIN" rps)
+	target "new: >= 2x" "$(ge "$g" "$((p * 2))" && echo 1)" "$(ratio "$g" "$p") ($g against $p)"
+	g=$(get mixed greylistd "$MAIN" rps); p=$(get mixed postgrey "$MAIN" rps)
+	[ -z "$g" ] || target "mixed, 4 clients: >= 3x" "$(ge "$g" "$((p * 3))" && echo 1)" "$(ratio "$g" "$p") ($g against $p)"
+	g=$(get fresh greylistd "$MAIN" rps); p=$(get fresh postgrey "$MAIN" rps)
+	[ -z "$g" ] || target "fresh connection per request: >= postgrey" "$(ge "$g" "$p" && echo 1)" "$(ratio "$g" "$p") ($g against $p)"
+	for w in known new; do
+		a=$(get $w greylistd "$SMALL" rps); b=$(get $w greylistd "$LARGE" rps)
+		[ -n "$a" ] && [ -n "$b" ] || continue
+		target "$w at $(human "$LARGE"): no slower than 1.5x its $(human "$SMALL") figure" \
+			"$(ge "$(awk -v b="$b" 'BEGIN{print b*1.5}')" "$a" && echo 1)" \
+			"$b against $a req/s: $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2fx", a/b}') slower; p50 $(ms "$(get $w greylistd "$LARGE" p50_us)") against $(ms "$(get $w greylistd "$SMALL" p50_us)")"
+	done
+	target "memory: one greylistd process <= 1/10 of postgrey's RSS" \
+		"$(ge "$PG_RSS" "$((GL_RSS * 10))" && echo 1)" "$GL_RSS against $PG_RSS KiB (1/$mem_ratio)"
+	echo
+	if [ -s "$PROBLEMS" ]; then
+		echo "## Problems seen in this run"
+		echo
+		sed 's/^/- /' "$PROBLEMS"
+		echo
+	fi
+	echo "## How"
+	echo
+	echo "\`make bench\` (bench/bench.sh). Requests carry every attribute Postfix 3.7 sends"
+	echo "(and 3.8's compatibility_level and mail_version), with a VERP-like number in the"
+	echo "sender that both servers collapse to '#'. Known triplets passed a day ago; early"
+	echo "retries were first seen 60 s before the run; both are written straight into each"
+	echo "server's database (bench/fill.c, bench/fill-postgrey.pl), 90% known and 10% pending."
+	echo "Every answer is checked (known: DUNNO; new: a defer for exactly --delay; early: a"
+	echo "defer for less). Latency is one request's round trip as the client sees it, with"
+	echo "connect(2) in workload 4. postgrey writes its database on every request, known"
+	echo "triplets included; greylistd writes only for new triplets and first passes."
+	echo "greylistd's log goes to a file (--log-file), postgrey's to a file (its stderr)."
+	echo "Whitelists: postgrey reads Debian's /etc/postgrey lists; greylistd's options:"
+	echo "\`${GL_OPTS[*]}\`. Neither list matches the bench's clients, so both servers"
+	echo "test every entry; both keep their default auto-whitelist of clients (5)."
+	echo "Start-up: greylistd started on a socketpair as spawn(8) and inetd do; postgrey"
+	echo "from exec to its first answer on the socket."
+} >"$OUT"
+cp "$OUT" "$RAWDIR/results.md" 2>/dev/null || true
+
+cat "$OUT"
+say "bench: wrote $OUT in ${ELAPSED} s"
+if [ -s "$PROBLEMS" ]; then
+	say "bench: problems were seen (see above); the figures may not mean what they say"
+	exit 1
+fi
