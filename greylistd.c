@@ -84,6 +84,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gdbm.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <regex.h>
@@ -152,6 +153,10 @@
 /* A passing client counts towards --auto-whitelist-clients at most once
  * in this time, and an auto-whitelisted one is refreshed as often. */
 #define AWL_INTERVAL	3600
+
+/* Expiry runs at most once in this time, in a child of a serving process
+ * after it has answered; `greylistd expire` runs it at once. */
+#define EXPIRE_INTERVAL	86400
 
 /* A database file replaced under us (by recovery) is reopened at most
  * this many times within one request. */
@@ -1630,7 +1635,9 @@ static int lock_wait(int fd, int op, const struct timespec *deadline)
 	return -1;
 }
 
-/* gdbm errors that mean the file itself is damaged, not the system */
+/* gdbm errors that mean the file itself is damaged (a read or seek
+ * error: its structure points past what was written, as after a disk
+ * filled up in the middle of a write) */
 static int is_damage(int err)
 {
 	static const int damage[] = {
@@ -1639,6 +1646,7 @@ static int is_damage(int err)
 		GDBM_DIR_OVERFLOW, GDBM_BAD_BUCKET, GDBM_BAD_HEADER,
 		GDBM_BAD_AVAIL, GDBM_BAD_HASH_TABLE, GDBM_BAD_DIR_ENTRY,
 		GDBM_BAD_HASH_ENTRY, GDBM_BUCKET_CACHE_CORRUPTED,
+		GDBM_FILE_READ_ERROR, GDBM_FILE_SEEK_ERROR,
 	};
 	size_t i;
 
@@ -1699,6 +1707,30 @@ static int same_file(int fd)
 		&& a.st_ino == b.st_ino && a.st_dev == b.st_dev;
 }
 
+/* Space kept allocated past the end of the file: at least this, and at
+ * least an eighth of the file (GDBM doubles its directory in one write). */
+#define MIN_SLACK	(1 << 20)
+
+/* reserve_space - make sure the next writes cannot run out of disk half
+ * way, which leaves a GDBM file damaged: keep slack allocated past its
+ * end (FALLOC_FL_KEEP_SIZE: the size does not change). -1 when the disk
+ * is full, before anything is written. */
+static int reserve_space(int fd)
+{
+	struct stat st;
+	off_t want, have;
+
+	if (fstat(fd, &st) != 0)
+		return 0;
+	want = st.st_size / 8 > MIN_SLACK ? st.st_size / 8 : MIN_SLACK;
+	have = (off_t)st.st_blocks * 512 - st.st_size;
+	if (have >= want / 2)
+		return 0;
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, want) == 0)
+		return 0;
+	return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
+}
+
 /* db_open - open and lock the database before the deadline. A reader
  * finds DB_ABSENT when there is no file yet. A writer creates the file,
  * and moves a damaged one aside. DB_DAMAGED: the open file needs
@@ -1723,14 +1755,21 @@ static enum db_status db_open(struct db *db, int writer,
 		if (lock_wait(fd, writer ? LOCK_EX : LOCK_SH, deadline) < 0) {
 			err = errno;
 			close(fd);
-			errno = err;
-			return db_fault(db, err == ETIMEDOUT
-					? "lock not had within %llds"
-					: "cannot lock: %m", cfg.lock_timeout);
+			if (err == ETIMEDOUT)
+				return db_fault(db, "lock not had within %llds",
+						cfg.lock_timeout);
+			return db_fault(db, "cannot lock %s: %s", cfg.db_path,
+					strerror(err));
 		}
 		if (!same_file(fd)) {
 			close(fd);
 			continue;
+		}
+		if (writer && reserve_space(fd) != 0) {
+			err = errno;
+			close(fd);
+			return db_fault(db, "no space for %s: %s", cfg.db_path,
+					strerror(err));
 		}
 		if (!writer && fstat(fd, &st) == 0 && st.st_size == 0) {
 			close(fd);
@@ -1863,9 +1902,10 @@ struct outcome {
 	char why[200];			/* fail-open or bad-request reason */
 };
 
-/* The keys of one request's records; c.dptr is NULL without the AWL. */
+/* The keys of one request's records: c.dptr is NULL without the AWL;
+ * m, the time of the last expiry, is read at a process's first request. */
 struct keys {
-	datum t, c;
+	datum t, c, m;
 };
 
 /* touch_interval - how stale a passed triplet's LAST may grow before a
@@ -1973,7 +2013,9 @@ static void decide(const long long *t, const long long *c, long long now,
 /* Maintenance the serving process does after it has answered. */
 static struct {
 	int repair;			/* gdbm_recover the file */
+	ino_t repair_ino;		/* ... if it is still this one */
 	int wl_report;			/* log the whitelists' bad lines */
+	int expire;			/* expiry is due */
 } pending;
 
 /* fail_open - an internal fault: the request will be answered DUNNO */
@@ -1984,14 +2026,27 @@ static void fail_open(struct outcome *o, const char *why)
 	snprintf(o->why, sizeof(o->why), "fail-open (%s)", why);
 }
 
+/* note_damage - after a failed read or write: schedule a repair of this
+ * file (identified by its inode, so that a file already replaced by
+ * another process's repair is left alone) */
+static void note_damage(struct db *db)
+{
+	struct stat st;
+
+	if (!gdbm_needs_recovery(db->dbf) && !is_damage(gdbm_errno))
+		return;
+	pending.repair = 1;
+	if (fstat(gdbm_fdesc(db->dbf), &st) == 0)
+		pending.repair_ino = st.st_ino;
+}
+
 /* fetch - one record's value (free it); -1 on a fault, which is noted */
 static int fetch(struct db *db, datum key, datum *value)
 {
 	*value = gdbm_fetch(db->dbf, key);
 	if (value->dptr || gdbm_errno == GDBM_ITEM_NOT_FOUND)
 		return 0;
-	if (gdbm_needs_recovery(db->dbf))
-		pending.repair = 1;
+	note_damage(db);
 	db_fault(db, "reading %s: %s", cfg.db_path, gdbm_strerror(gdbm_errno));
 	return -1;
 }
@@ -2004,8 +2059,7 @@ static int put(struct db *db, datum key, const long long *f, int n)
 	if (gdbm_store(db->dbf, key, record_encode(buf, sizeof(buf), f, n),
 		       GDBM_REPLACE) == 0)
 		return 0;
-	if (gdbm_needs_recovery(db->dbf))
-		pending.repair = 1;
+	note_damage(db);
 	db_fault(db, "writing %s: %s", cfg.db_path, gdbm_strerror(gdbm_errno));
 	return -1;
 }
@@ -2014,17 +2068,22 @@ static int put(struct db *db, datum key, const long long *f, int n)
 static int evaluate(struct db *db, const struct keys *k, long long now,
 		    struct outcome *o)
 {
-	long long trec[T_FIELDS], crec[C_FIELDS];
-	datum t = { NULL, 0 }, c = { NULL, 0 };
+	long long trec[T_FIELDS], crec[C_FIELDS], last;
+	datum t = { NULL, 0 }, c = { NULL, 0 }, m = { NULL, 0 };
 	int rc = -1;
 
 	if ((!k->c.dptr || fetch(db, k->c, &c) == 0)
+	    && (!k->m.dptr || fetch(db, k->m, &m) == 0)
 	    && fetch(db, k->t, &t) == 0) {
 		decide(triplet_record(t, trec), client_record(c, crec), now, o);
+		pending.expire |= k->m.dptr && (!m.dptr
+			|| record_decode(m, &last, 1) != 0
+			|| now - last >= EXPIRE_INTERVAL || last > now);
 		rc = 0;
 	}
 	free(t.dptr);
 	free(c.dptr);
+	free(m.dptr);
 	return rc;
 }
 
@@ -2043,8 +2102,8 @@ static int session(int writer, const struct keys *k, long long now,
 	case DB_DAMAGED:
 		if (!db.dbf && !writer)
 			return 1;	/* the writer moves it aside */
+		note_damage(&db);
 		db_close(&db);
-		pending.repair = 1;
 		fail_open(o, "database damaged, repair scheduled");
 		return -1;
 	case DB_FAULT:
@@ -2073,11 +2132,17 @@ static void greylist(const struct triplet *t, long long now,
 		     struct outcome *o)
 {
 	static char tkey[MAX_KEY], ckey[INET6_ADDRSTRLEN + 72];
+	static char mkey[] = "M\nexpire";
+	static int expiry_checked;
 	const char *tparts[] = { t->net, t->sender, t->recipient };
 	struct timespec deadline = deadline_in(cfg.lock_timeout);
-	struct keys k = { { NULL, 0 }, { NULL, 0 } };
+	struct keys k = { { NULL, 0 }, { NULL, 0 }, { NULL, 0 } };
 	const char *cparts[] = { t->client };
 
+	if (!expiry_checked) {
+		k.m = (datum){ mkey, (int)sizeof(mkey) - 1 };
+		expiry_checked = 1;
+	}
 	if (record_key('T', tparts, 3, tkey, sizeof(tkey), &k.t) != 0
 	    || (cfg.awl && record_key('C', cparts, 1, ckey, sizeof(ckey),
 				      &k.c) != 0)) {
@@ -2315,19 +2380,24 @@ static void log_decision(const struct request *r, const struct outcome *o)
  * waits for. */
 #define MAINT_LOCK_WAIT	60
 
-/* db_repair - gdbm_recover a file that GDBM says needs it; a file that
- * cannot be recovered is moved aside */
-static void db_repair(void)
+/* db_repair - gdbm_recover the file found damaged (unless another
+ * process's repair has replaced it meanwhile); a file that cannot be
+ * recovered is moved aside */
+static void db_repair(ino_t damaged)
 {
 	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
 	gdbm_recovery rcvr;
+	struct stat st;
 	struct db db;
 
 	memset(&rcvr, 0, sizeof(rcvr));
 	switch (db_open(&db, 1, &deadline)) {
 	case DB_OK:
-		db_close(&db);		/* repaired meanwhile */
-		return;
+		if (fstat(gdbm_fdesc(db.dbf), &st) != 0 || st.st_ino != damaged) {
+			db_close(&db);	/* repaired meanwhile */
+			return;
+		}
+		break;
 	case DB_DAMAGED:
 		break;
 	case DB_ABSENT:
@@ -2390,6 +2460,211 @@ static void wl_report(void)
 	meta_put(key, sig, &deadline);
 }
 
+/* Expiry holds a lock at most this long at a time, then pauses so that
+ * waiting requests get it: no request waits long for an expiry. */
+#define SLICE_MS	40
+#define SLICE_PAUSE_MS	10
+
+/* Keys collected in one scan slice, to delete under one writer lock. */
+#define EXPIRE_BATCH	4000
+
+/* expired - the record has outlived its use: a triplet or client idle
+ * past max-age, a triplet still pending after the retry window (its next
+ * try starts over anyway), or a T or C record of another shape */
+static int expired(datum key, datum value, long long now)
+{
+	long long f[T_FIELDS];
+
+	if (key.dsize < 2 || key.dptr[1] != '\n')
+		return 0;
+	if (key.dptr[0] == 'T')
+		return !triplet_record(value, f) || now - f[T_LAST] > cfg.max_age
+			|| (f[T_PASSED] == 0
+			    && now - f[T_FIRST] > cfg.retry_window);
+	if (key.dptr[0] == 'C')
+		return !client_record(value, f) || now - f[C_LAST] > cfg.max_age;
+	return 0;
+}
+
+/* pause_ms - let waiting requests take the lock */
+static void pause_ms(long ms)
+{
+	struct timespec ts = { 0, ms * 1000000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* elapsed_ms - milliseconds since a monotonic time */
+static long long elapsed_ms(const struct timespec *since)
+{
+	struct timespec now = now_mono();
+
+	return (now.tv_sec - since->tv_sec) * 1000LL
+		+ (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+struct batch {
+	datum key[EXPIRE_BATCH];
+	size_t n;
+};
+
+/* batch_free - forget the collected keys */
+static void batch_free(struct batch *b)
+{
+	while (b->n > 0)
+		free(b->key[--b->n].dptr);
+}
+
+/* expire_scan - under one shared lock for at most SLICE_MS, visit keys
+ * from *cursor (NULL: the first) and collect the expired ones. *cursor
+ * becomes the next key to visit, or NULL at the end. -1 on a fault, or
+ * when the cursor key vanished (GDBM can only go on from a key it has). */
+static int expire_scan(datum *cursor, struct batch *b, long long now,
+		       size_t *visited)
+{
+	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
+	struct timespec start;
+	struct db db;
+	datum key, value, next;
+	int rc = 0;
+
+	switch (db_open(&db, 0, &deadline)) {
+	case DB_OK:
+		break;
+	case DB_ABSENT:
+		return 0;		/* nothing to expire */
+	default:
+		db_close(&db);
+		return -1;
+	}
+	start = now_mono();
+	if (!cursor->dptr) {
+		key = gdbm_firstkey(db.dbf);
+	} else {
+		key = *cursor;
+		value = gdbm_fetch(db.dbf, key);
+		if (!value.dptr)
+			rc = -1;
+		free(value.dptr);
+	}
+	*cursor = (datum){ NULL, 0 };
+	while (rc == 0 && key.dptr) {
+		if (b->n == EXPIRE_BATCH || elapsed_ms(&start) >= SLICE_MS) {
+			*cursor = key;
+			key.dptr = NULL;
+			break;
+		}
+		value = gdbm_fetch(db.dbf, key);
+		if (value.dptr && expired(key, value, now)) {
+			b->key[b->n].dptr = malloc((size_t)key.dsize);
+			if (b->key[b->n].dptr) {
+				memcpy(b->key[b->n].dptr, key.dptr,
+				       (size_t)key.dsize);
+				b->key[b->n++].dsize = key.dsize;
+			}
+		}
+		free(value.dptr);
+		(*visited)++;
+		next = gdbm_nextkey(db.dbf, key);
+		free(key.dptr);
+		key = next;
+	}
+	free(key.dptr);
+	if (rc == 0 && !cursor->dptr && gdbm_errno != GDBM_ITEM_NOT_FOUND
+	    && gdbm_errno != GDBM_NO_ERROR)
+		rc = -1;
+	db_close(&db);
+	return rc;
+}
+
+/* expire_delete - delete the batch's keys that are still expired (a
+ * request may have refreshed one since the scan), in slices of at most
+ * SLICE_MS under the writer lock. -1 on a fault. */
+static int expire_delete(struct batch *b, long long now, size_t *deleted)
+{
+	struct timespec deadline, start;
+	struct db db;
+	datum value;
+	size_t i = 0;
+
+	while (i < b->n) {
+		deadline = deadline_in(MAINT_LOCK_WAIT);
+		if (db_open(&db, 1, &deadline) != DB_OK)
+			return -1;
+		start = now_mono();
+		for (; i < b->n && elapsed_ms(&start) < SLICE_MS; i++) {
+			value = gdbm_fetch(db.dbf, b->key[i]);
+			if (value.dptr && expired(b->key[i], value, now)
+			    && gdbm_delete(db.dbf, b->key[i]) == 0)
+				(*deleted)++;
+			free(value.dptr);
+		}
+		if (db_close(&db) != 0)
+			return -1;
+		if (i < b->n)
+			pause_ms(SLICE_PAUSE_MS);
+	}
+	return 0;
+}
+
+/* expire - delete what has outlived its use, in slices: a shared lock to
+ * collect keys (GDBM skips keys deleted while iterating), then the
+ * writer lock to delete them, a pause between slices. A key that another
+ * process inserts meanwhile may move past the cursor and be missed until
+ * the next run. */
+static int expire(long long now)
+{
+	static struct batch b;
+	datum cursor = { NULL, 0 };
+	size_t visited = 0, deleted = 0;
+	struct timespec start = now_mono();
+	int rc;
+
+	do {
+		rc = expire_scan(&cursor, &b, now, &visited);
+		if (rc == 0)
+			rc = expire_delete(&b, now, &deleted);
+		batch_free(&b);
+		if (rc == 0 && cursor.dptr)
+			pause_ms(SLICE_PAUSE_MS);
+	} while (rc == 0 && cursor.dptr);
+	free(cursor.dptr);
+	if (rc != 0)
+		msg_warn("expiry of %s stopped after %zu records: the database"
+			 " could not be read or changed too much; the next run"
+			 " goes on", cfg.db_path, visited);
+	msg_info("expiry of %s: %zu records seen, %zu deleted, %lld ms",
+		 cfg.db_path, visited, deleted, elapsed_ms(&start));
+	return rc;
+}
+
+/* expire_due - claim today's expiry: true when the last one began
+ * EXPIRE_INTERVAL ago or more (or never), and notes this one's start */
+static int expire_due(long long now)
+{
+	static char key[] = "M\nexpire";
+	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
+	long long last;
+	struct db db;
+	datum d = { NULL, 0 };
+	int due = 0;
+
+	if (db_open(&db, 1, &deadline) != DB_OK)
+		return 0;
+	if (fetch(&db, (datum){ key, (int)sizeof(key) - 1 }, &d) == 0) {
+		due = !d.dptr || record_decode(d, &last, 1) != 0
+			|| now - last >= EXPIRE_INTERVAL || last > now;
+		if (due && put(&db, (datum){ key, (int)sizeof(key) - 1 },
+			       &now, 1) != 0)
+			due = 0;
+	}
+	free(d.dptr);
+	if (db_close(&db) != 0)
+		due = 0;
+	return due;
+}
+
 /* maintenance - run pending work in a child, so that this connection's
  * next request is not kept waiting; the child has no connection */
 static void maintenance(void)
@@ -2399,7 +2674,7 @@ static void maintenance(void)
 
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
-	if (!pending.repair && !pending.wl_report)
+	if (!pending.repair && !pending.wl_report && !pending.expire)
 		return;
 	pid = fork();
 	if (pid < 0)
@@ -2412,9 +2687,11 @@ static void maintenance(void)
 	if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
 		_exit(1);
 	if (pending.repair)
-		db_repair();
+		db_repair(pending.repair_ino);
 	if (pending.wl_report)
 		wl_report();
+	if (pending.expire && expire_due((long long)time(NULL)))
+		expire((long long)time(NULL));
 	_exit(0);
 }
 
@@ -2766,7 +3043,7 @@ static void setup_signals(void)
 int main(int argc, char **argv)
 {
 	const char *command = "serve";
-	int in, out;
+	int in, out, rc;
 
 	setup_signals();
 	if (getenv("INVOCATION_ID") || getenv("LISTEN_FDS"))
@@ -2798,5 +3075,13 @@ int main(int argc, char **argv)
 	if (connection(&in, &out) != 0)
 		return 64;
 	quiet_stderr(in);
-	return serve(in, out);
+	rc = serve(in, out);
+	/* Under systemd the unit's processes are killed when the main one
+	 * exits: let a maintenance child finish first. The connection is
+	 * closed before, so that the client does not wait for it. */
+	close(in);
+	close(out);
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
+	return rc;
 }

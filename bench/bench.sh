@@ -96,6 +96,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "bench: work directory $W"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD0%% *}" -v c="$(nproc)" 'BEGIN{ exit !(l > c / 4) }'; then
+	say "bench: warning: load average $LOAD0 before the run: other work will skew the figures"
+fi
 $CC -O2 -o "$W/client" "$HERE/client.c" -lpthread
 $CC -O2 -o "$W/fill" "$HERE/fill.c" -lgdbm
 if [ -z "${GREYLISTD:-}" ]; then
@@ -286,6 +290,7 @@ pgerr=$(grep -iE 'warn|error|fatal|died' "$PG_LOG" | head -n 3 || true)
 
 mkdir -p "$RAWDIR"
 cp "$RAW" "$RAWDIR/raw.tsv"
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
 
 get() {				# get WORKLOAD SYSTEM RECORDS COLUMN
@@ -298,7 +303,7 @@ human() {			# 1000 -> 1k, 1000000 -> 1M
 		else if (n >= 1e3 && n % 1e3 == 0) printf "%dk", n/1e3; else print n }'
 }
 ms() { awk -v u="$1" 'BEGIN{ if (u >= 1000) printf "%.2f ms", u/1000; else printf "%.0f us", u }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf (b > 0 ? "%.1fx" : "-"), a/b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.1fx", a/b; else printf "-" }'; }
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 CORES=$(nproc)
@@ -340,7 +345,8 @@ SMALL=${SIZES%% *} LARGE=${SIZES##* }
 		"work directory on $FS. greylistd $GL_VER (GDBM $GDBM_VER), one process per" \
 		"connection under systemd-socket-activate; postgrey $PG_VER (BerkeleyDB $BDB_VER)," \
 		"one daemon. UNIX sockets, both with --delay=$DELAY. $ROUNDS turns of ${SECS} s per" \
-		"server and workload, alternating. Whole run: ${ELAPSED} s."
+		"server and workload, alternating. Whole run: ${ELAPSED} s. Load average" \
+		"before: $LOAD0, after: $LOAD1."
 	echo
 	echo "| workload | records | greylistd req/s | p50 | p99 | postgrey req/s | p50 | p99 | ratio |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -355,7 +361,7 @@ SMALL=${SIZES%% *} LARGE=${SIZES##* }
 	echo "Workload 5 at $(human "$MAIN") records is rows 1 and 2. New triplets grow the"
 	echo "database by at most max(records/10, 1000) per server."
 	echo
-	mem_ratio=$(awk -v g="$GL_RSS" -v p="$PG_RSS" 'BEGIN{ printf "%.1f", g > 0 ? p/g : 0 }')
+	mem_ratio=$(awk -v g="$GL_RSS" -v p="$PG_RSS" 'BEGIN{ printf "%.1f", (g > 0 ? p/g : 0) }')
 	echo "| resource | greylistd | postgrey |"
 	echo "|---|---:|---:|"
 	echo "| resident memory | $GL_RSS KiB peak, one process ($(human "$LARGE") records, all three kinds of request) | $PG_RSS KiB resident after the workloads ($PG_HWM KiB peak), the daemon |"

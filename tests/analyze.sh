@@ -18,6 +18,14 @@
 #   so the two cannot drift. The analyser thus sees the code that ships.
 #   -fdiagnostics-plain-output prints each step of a reported path as its
 #   own FILE:LINE: note, without carets or colour, for CI logs.
+#   On this file gcc 12's analyser exhausts its default budget (its
+#   -Wanalyzer-too-complex says "analysis bailed out early"): a planted
+#   double free in check_config() or decide() goes unreported, while
+#   cppcheck and clang-tidy both report it. The script says so in a note
+#   rather than failing: a larger budget
+#   (--param=analyzer-bb-explosion-factor=20, -fanalyzer-call-summaries)
+#   covers more but takes longer and, in gcc 12, reports a dozen false
+#   "use of uninitialized value" findings.
 #
 # cppcheck is given the same system headers and predefined macros the
 #   compiler uses (gcc -dM -E; gcc's own include directory,
@@ -136,9 +144,16 @@ if [ $have_gcc = 1 ] && [ $have_make = 1 ]; then
 	t0=$(now)
 	# shellcheck disable=SC2086 # $flags is a list of words
 	gcc $flags -fanalyzer -fdiagnostics-plain-output \
-		-c -o /dev/null "$SRC" >"$TMP/gcc.out" 2>&1
+		-Wanalyzer-too-complex -Wno-error=analyzer-too-complex \
+		-c -o /dev/null "$SRC" >"$TMP/gcc.all" 2>&1
 	rc=$?
+	grep -v 'Wanalyzer-too-complex' "$TMP/gcc.all" >"$TMP/gcc.out"
 	verdict "gcc -fanalyzer" "$rc" "$TMP/gcc.out" $(($(now) - t0))
+	if grep -q 'analysis bailed out early' "$TMP/gcc.all"; then
+		say "gcc -fanalyzer: note: it ran out of budget and bailed out" \
+			"early, so some paths went unexplored (not a failure;" \
+			"clang-tidy's analyzer and cppcheck cover them)"
+	fi
 else
 	absent "gcc -fanalyzer"
 fi

@@ -19,7 +19,7 @@
 #
 # Needs root (Postfix's master, and spawn's user=), Postfix >= 3.4 (for
 # maillog_file), swaks and smtp-sink; without them the group is skipped,
-# saying why. It takes about 8 seconds.
+# saying why. It takes about 9 seconds, 4 of them waiting out the delay.
 
 PF_DELAY=3			# greylistd --delay, seconds
 PF_FROM=alice@sender.test	# the sender of every message
@@ -50,8 +50,8 @@ pf_cannot_run() {
 # pf_free_port - a loopback TCP port that nothing listens on, below Linux's
 # ephemeral range (so no outgoing connection holds it either)
 pf_free_port() {
-	local p i
-	for i in $(seq 100); do
+	local p
+	for _ in $(seq 100); do
 		p=$((20000 + RANDOM % 12000))
 		case " $PF_PORTS " in *" $p "*) continue ;; esac
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -63,8 +63,7 @@ pf_free_port() {
 
 # pf_listening PORT - true once something accepts on 127.0.0.1:PORT (5 s)
 pf_listening() {
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
 		sleep 0.1
 	done
@@ -178,20 +177,24 @@ pf_start() {
 }
 
 # pf_processes - PIDs of this instance still alive: the master's session
-# (master and its daemons), and anything run from $PF_DIR (smtp-sink, and
-# greylistd, which spawn starts in a session of its own)
+# (master and its daemons), anything run from $PF_DIR (smtp-sink, and the
+# greylistd processes), and the sessions those lead (spawn starts each
+# command in a session of its own)
 pf_processes() {
+	local p leaders=$PF_MASTER
+	for p in $(pgrep -f -- "$PF_DIR/"); do
+		[ "$(ps -o sid= -p "$p" 2>/dev/null | tr -d ' ')" = "$p" ] && leaders="$leaders $p"
+	done
 	{
-		[ -n "$PF_MASTER" ] && pgrep -s "$PF_MASTER"
 		pgrep -f -- "$PF_DIR/"
-	} 2>/dev/null | sort -u | tr '\n' ' '
+		for p in $leaders; do pgrep -s "$p"; done
+	} 2>/dev/null | sort -nu | tr '\n' ' ' | sed 's/ $//'
 }
 
 # pf_stop - stop smtp-sink and the instance, and wait (5 s at most) until
 # all their processes are gone. Quiet, safe to call twice; the EXIT trap
 # calls it too.
 pf_stop() {
-	local i
 	[ -n "$PF_SINK" ] && stop "$PF_SINK"
 	PF_SINK=
 	[ -e "$PF_DIR"/spool/pid/master.pid ] &&
@@ -238,10 +241,11 @@ pf_dump() {
 	done
 }
 
-# pf_log_delay ADDR - the delay greylistd logged on the first pass of ADDR
+# pf_log_delay ADDR-REGEX - the delay greylistd logged on the first pass
+# of the client ADDR
 pf_log_delay() {
 	sed -n "s/.*action=pass, reason=triplet found, delay=\([0-9]*\), .*client_address=$1, .*/\1/p" \
-		"$PF_DIR"/gl/greylistd.log | head -n 1
+		"$PF_DIR"/gl/greylistd.log 2>/dev/null | head -n 1
 }
 
 # pf_session - the SMTP sessions, and what arrived at smtp-sink
@@ -323,7 +327,7 @@ pf_greylistd_log() {
 
 	expect_grep "greylistd log: action=greylist, reason=new" "action=greylist, reason=new, $who\$" "$L"
 	expect "greylistd log: the early retry did not start over (one reason=new)" \
-		1 "$(grep -c "reason=new, $who\$" "$L")"
+		1 "$(grep -c "reason=new, $who\$" "$L" 2>/dev/null)"
 	expect_grep "greylistd log: action=greylist, reason=early-retry (Ns missing)" \
 		"action=greylist, reason=early-retry \([1-$PF_DELAY]s missing\), $who\$" "$L"
 	expect_grep "greylistd log: action=pass, reason=triplet found, delay=N" \
@@ -341,10 +345,12 @@ pf_greylistd_log() {
 		expect_grep "greylistd log: the /64 neighbour passes as triplet found" \
 			"action=pass, reason=triplet found, client_name=$name, client_address=2001:db8:1:0:ffff:ffff:ffff:fffe," "$L"
 	fi
+	expect "greylistd log: postmaster@, abuse@, PostMaster@ pass as recipient whitelist" 3 \
+		"$(grep -ciE 'action=pass, reason=recipient whitelist, .*recipient=(postmaster|abuse)@dest\.test$' "$L" 2>/dev/null)"
 	expect "greylistd log: postmaster@ and abuse@ never greylisted" "" \
-		"$(grep -iE 'action=greylist, .*recipient=(postmaster|abuse)@' "$L" | head -n 2)"
+		"$(grep -iE 'action=greylist, .*recipient=(postmaster|abuse)@' "$L" 2>/dev/null | head -n 2)"
 	expect "greylistd log: no warning or error" "" \
-		"$(grep -E 'greylistd\[[0-9]+\]: (warning|error):' "$L" | head -n 3)"
+		"$(grep -E 'greylistd\[[0-9]+\]: (warning|error):' "$L" 2>/dev/null | head -n 3)"
 	expect "spawn ran greylistd as nobody (who owns the database)" nobody \
 		"$(stat -c %U "$PF_DIR"/gl/greylistd.db 2>/dev/null)"
 }
@@ -378,7 +384,7 @@ t_postfix() {
 	trap "pf_stop; ${old_trap[2]:-}" EXIT
 
 	if ! pf_start; then
-		skip "postfix end to end" "$PF_WHY"
+		fail "a private Postfix runs" "$PF_WHY"
 	else
 		pass "a private Postfix runs (smtpd on 127.0.0.1:$PF_SMTP_PORT, smtp-sink on :$PF_SINK_PORT)"
 		pf_session
@@ -386,9 +392,14 @@ t_postfix() {
 	pf_stop
 
 	left=$(pf_processes)
-	expect "postfix stop and the end of smtp-sink leave no process behind" "" "$left"
-	# shellcheck disable=SC2086
-	[ -n "$left" ] && kill $left 2>/dev/null
+	if [ -z "$left" ]; then
+		pass "postfix stop and the end of smtp-sink leave no process behind"
+	else
+		fail "postfix stop and the end of smtp-sink leave no process behind" \
+			"$(ps -o pid=,user=,args= -p "${left// /,}" | tr '\n' ';')"
+		# shellcheck disable=SC2086 # one PID a word
+		kill $left 2>/dev/null
+	fi
 
 	if [ -n "$PF_MASTER" ]; then
 		pf_greylistd_log
