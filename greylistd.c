@@ -172,6 +172,9 @@ enum wl_format { WLF_GREYLISTD, WLF_CLIENTS, WLF_RECIPIENTS };
 /* --whitelist, --whitelist-clients and --whitelist-recipients files. */
 #define MAX_WL_FILES	16
 
+/* Log files named to `greylistd report`. */
+#define MAX_FILE_ARGS	64
+
 struct wl_list {
 	const char *path[MAX_WL_FILES];
 	enum wl_format format[MAX_WL_FILES];
@@ -194,6 +197,11 @@ struct config {
 	const char *hostname;
 	const char *log_file;
 	struct wl_list whitelists;
+	const char *files[MAX_FILE_ARGS];	/* report's log files */
+	int nfiles;
+	long long window;
+	long long top;
+	long long since;
 	long long awl;
 	long long privacy;
 	long long help;
@@ -271,6 +279,12 @@ static const struct option_spec options[] = {
 	  "store keys as SHA-256 digests, not addresses" },
 	{ "log-file", OPT_STRING, 0, 0, 0, &cfg.log_file,
 	  "append log lines to this file instead of syslog" },
+	{ "window", OPT_DURATION, 1, 365 * DAY, 1, &cfg.window,
+	  "report: triplets not retried within this are lost (--delay)" },
+	{ "top", OPT_NUMBER, 0, 1000000, 0, &cfg.top,
+	  "report: also the N client networks and recipients most hit" },
+	{ "since", OPT_DURATION, 1, 3650 * DAY, 1, &cfg.since,
+	  "report: only this recent part of the logs (all of it)" },
 	{ "help", OPT_FLAG, 0, 1, 0, &cfg.help, "show this help" },
 	{ "version", OPT_FLAG, 0, 1, 0, &cfg.version, "show the version" },
 };
@@ -290,6 +304,13 @@ static struct sd_api {
 	__typeof__(sd_listen_fds) *listen_fds;
 	__typeof__(sd_is_socket) *is_socket;
 	__typeof__(sd_journal_sendv) *journal_sendv;
+	__typeof__(sd_journal_open) *journal_open;
+	__typeof__(sd_journal_add_match) *journal_add_match;
+	__typeof__(sd_journal_seek_realtime_usec) *journal_seek_realtime_usec;
+	__typeof__(sd_journal_next) *journal_next;
+	__typeof__(sd_journal_get_data) *journal_get_data;
+	__typeof__(sd_journal_get_realtime_usec) *journal_get_realtime_usec;
+	__typeof__(sd_journal_close) *journal_close;
 } sd;
 
 static const struct {
@@ -299,6 +320,15 @@ static const struct {
 	{ "sd_listen_fds", offsetof(struct sd_api, listen_fds) },
 	{ "sd_is_socket", offsetof(struct sd_api, is_socket) },
 	{ "sd_journal_sendv", offsetof(struct sd_api, journal_sendv) },
+	{ "sd_journal_open", offsetof(struct sd_api, journal_open) },
+	{ "sd_journal_add_match", offsetof(struct sd_api, journal_add_match) },
+	{ "sd_journal_seek_realtime_usec",
+	  offsetof(struct sd_api, journal_seek_realtime_usec) },
+	{ "sd_journal_next", offsetof(struct sd_api, journal_next) },
+	{ "sd_journal_get_data", offsetof(struct sd_api, journal_get_data) },
+	{ "sd_journal_get_realtime_usec",
+	  offsetof(struct sd_api, journal_get_realtime_usec) },
+	{ "sd_journal_close", offsetof(struct sd_api, journal_close) },
 };
 
 /* sd_load - load libsystemd; 0 when every symbol was found */
@@ -932,11 +962,17 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 			 (unsigned)(c.h[i / 4] >> (24 - 8 * (i % 4))) & 0xff);
 }
 
+/* is_digest - 64 lower-case hex digits: a key hashed by --privacy */
+static int is_digest(const char *s)
+{
+	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
+}
+
 /* record_key - "KIND\n" then the parts joined by "\n" (newline never
- * occurs in a Postfix value, so no two keys collide), or with --privacy
- * the SHA-256 of that joined text. -1 if it cannot fit. */
+ * occurs in a Postfix value, so no two keys collide), or when hashing
+ * (--privacy) the SHA-256 of that joined text. -1 if it cannot fit. */
 static int record_key(char kind, const char *const *parts, size_t n,
-		      char *key, size_t size, datum *out)
+		      int hash, char *key, size_t size, datum *out)
 {
 	size_t len = 2, i, plen;
 
@@ -951,7 +987,7 @@ static int record_key(char kind, const char *const *parts, size_t n,
 		key[len++] = '\n';
 	}
 	len--;				/* no newline after the last part */
-	if (cfg.privacy) {
+	if (hash) {
 		char hex[65];
 
 		if (size < 2 + sizeof(hex))
@@ -2143,9 +2179,10 @@ static void greylist(const struct triplet *t, long long now,
 		k.m = (datum){ mkey, (int)sizeof(mkey) - 1 };
 		expiry_checked = 1;
 	}
-	if (record_key('T', tparts, 3, tkey, sizeof(tkey), &k.t) != 0
-	    || (cfg.awl && record_key('C', cparts, 1, ckey, sizeof(ckey),
-				      &k.c) != 0)) {
+	if (record_key('T', tparts, 3, (int)cfg.privacy, tkey, sizeof(tkey),
+		       &k.t) != 0
+	    || (cfg.awl && record_key('C', cparts, 1, (int)cfg.privacy, ckey,
+				      sizeof(ckey), &k.c) != 0)) {
 		fail_open(o, "key too long");
 		return;
 	}
@@ -2613,18 +2650,17 @@ static int expire_delete(struct batch *b, long long now, size_t *deleted)
  * writer lock to delete them, a pause between slices. A key that another
  * process inserts meanwhile may move past the cursor and be missed until
  * the next run. */
-static int expire(long long now)
+static int expire(long long now, size_t *visited, size_t *deleted)
 {
 	static struct batch b;
 	datum cursor = { NULL, 0 };
-	size_t visited = 0, deleted = 0;
 	struct timespec start = now_mono();
 	int rc;
 
 	do {
-		rc = expire_scan(&cursor, &b, now, &visited);
+		rc = expire_scan(&cursor, &b, now, visited);
 		if (rc == 0)
-			rc = expire_delete(&b, now, &deleted);
+			rc = expire_delete(&b, now, deleted);
 		batch_free(&b);
 		if (rc == 0 && cursor.dptr)
 			pause_ms(SLICE_PAUSE_MS);
@@ -2633,9 +2669,9 @@ static int expire(long long now)
 	if (rc != 0)
 		msg_warn("expiry of %s stopped after %zu records: the database"
 			 " could not be read or changed too much; the next run"
-			 " goes on", cfg.db_path, visited);
+			 " goes on", cfg.db_path, *visited);
 	msg_info("expiry of %s: %zu records seen, %zu deleted, %lld ms",
-		 cfg.db_path, visited, deleted, elapsed_ms(&start));
+		 cfg.db_path, *visited, *deleted, elapsed_ms(&start));
 	return rc;
 }
 
@@ -2690,8 +2726,11 @@ static void maintenance(void)
 		db_repair(pending.repair_ino);
 	if (pending.wl_report)
 		wl_report();
-	if (pending.expire && expire_due((long long)time(NULL)))
-		expire((long long)time(NULL));
+	if (pending.expire && expire_due((long long)time(NULL))) {
+		size_t seen = 0, deleted = 0;
+
+		expire((long long)time(NULL), &seen, &deleted);
+	}
 	_exit(0);
 }
 
@@ -2746,6 +2785,1025 @@ static int serve(int in, int out)
 			return 74;
 		maintenance();
 	}
+}
+
+/*
+ * Operator commands: stats, dump, load, expire. They print to stdout and
+ * stderr (they are run by hand, never as the policy service).
+ */
+
+/* copy_fd - copy a whole file; 0 or -1 */
+static int copy_fd(int from, int to)
+{
+	char buf[65536];
+	ssize_t n, w;
+
+	for (;;) {
+		n = copy_file_range(from, NULL, to, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n < 0)
+			break;
+	}
+	if (errno != EXDEV && errno != EINVAL && errno != ENOSYS
+	    && errno != EOPNOTSUPP)
+		return -1;
+	while ((n = read(from, buf, sizeof(buf))) > 0)
+		for (w = 0; w < n; ) {
+			ssize_t k = write(to, buf + w, (size_t)(n - w));
+
+			if (k < 0)
+				return -1;
+			w += k;
+		}
+	return n < 0 ? -1 : 0;
+}
+
+/* tmpfile_near - an unnamed file (gone when closed) in the database's
+ * directory, or else in $TMPDIR or /tmp */
+static int tmpfile_near(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/'), *tmp = getenv("TMPDIR");
+	int fd = -1;
+
+	if (slash && (size_t)(slash - path) < sizeof(dir)) {
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = 0;
+		fd = open(*dir ? dir : "/", O_TMPFILE | O_RDWR | O_CLOEXEC,
+			  0600);
+	} else if (!slash) {
+		fd = open(".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	}
+	if (fd < 0)
+		fd = open(tmp && *tmp ? tmp : "/tmp",
+			  O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	return fd;
+}
+
+/* snapshot - a private copy of the database, taken under the shared lock
+ * (about 50 ms for a million records), so that long reads hold no lock
+ * and see one consistent state. NULL, with a message, if there is none;
+ * *absent when the database does not exist yet. */
+static GDBM_FILE snapshot(int *absent)
+{
+	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
+	int src = -1, dst, attempt;
+	GDBM_FILE dbf;
+	struct stat st;
+
+	*absent = 0;
+	for (attempt = 0; attempt < DB_REOPEN_TRIES; attempt++) {
+		src = open(cfg.db_path, O_RDONLY | O_CLOEXEC);
+		if (src < 0 || lock_wait(src, LOCK_SH, &deadline) != 0
+		    || same_file(src))
+			break;
+		close(src);
+		src = -1;
+	}
+	if (src < 0 || fstat(src, &st) != 0 || st.st_size == 0) {
+		*absent = src >= 0 || errno == ENOENT;
+		if (!*absent)
+			fprintf(stderr, "greylistd: %s: %s\n", cfg.db_path,
+				strerror(errno));
+		if (src >= 0)
+			close(src);
+		return NULL;
+	}
+	dst = tmpfile_near(cfg.db_path);
+	if (dst < 0 || copy_fd(src, dst) != 0) {
+		fprintf(stderr, "greylistd: copying %s: %s\n", cfg.db_path,
+			strerror(errno));
+		close(src);
+		if (dst >= 0)
+			close(dst);
+		return NULL;
+	}
+	close(src);
+	if (lseek(dst, 0, SEEK_SET) != 0) {
+		close(dst);
+		return NULL;
+	}
+	dbf = gdbm_fd_open(dst, cfg.db_path, 0, GDBM_READER | GDBM_NOLOCK
+			   | GDBM_CLOEXEC | GDBM_CLOERROR, NULL);
+	if (!dbf)
+		fprintf(stderr, "greylistd: %s: %s\n", cfg.db_path,
+			gdbm_strerror(gdbm_errno));
+	return dbf;
+}
+
+/* A record taken apart: its kind, numbers and key parts. */
+struct rec {
+	char kind;			/* 'T', 'C', 'M'; 'X' any other shape */
+	long long f[T_FIELDS];
+	int nf;
+	const char *part[3];
+	size_t len[3];
+	int nparts;
+};
+
+/* The record kinds: numbers in the value, parts in the key (a digest
+ * with --privacy is one part). */
+static const struct {
+	char kind;
+	int nf;
+	int nparts;
+} kinds[] = { { 'T', T_FIELDS, 3 }, { 'C', C_FIELDS, 1 }, { 'M', 1, 1 } };
+
+/* rec_split - take a record apart; kind 'X' when it fits no shape */
+static void rec_split(datum key, datum value, struct rec *r)
+{
+	const char *p = key.dptr, *end = key.dptr + key.dsize, *nl;
+	long long scratch[T_FIELDS];
+	size_t i;
+
+	memset(r, 0, sizeof(*r));
+	r->kind = 'X';
+	if (key.dsize < 3 || p[1] != '\n')
+		return;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (kinds[i].kind == p[0])
+			break;
+	if (i == sizeof(kinds) / sizeof(kinds[0])
+	    || record_decode(value, r->f, kinds[i].nf) != 0
+	    || (p[0] == 'T' && !triplet_record(value, scratch)))
+		return;
+	for (p += 2;; p = nl + 1) {
+		if (r->nparts == 3)
+			return;		/* too many parts */
+		nl = memchr(p, '\n', (size_t)(end - p));
+		r->part[r->nparts] = p;
+		r->len[r->nparts++] = (size_t)((nl ? nl : end) - p);
+		if (!nl)
+			break;
+	}
+	if (r->nparts != kinds[i].nparts && r->nparts != 1)
+		return;
+	r->kind = kinds[i].kind;
+	r->nf = kinds[i].nf;
+}
+
+/* print_escaped - a dump field: "<>" when empty; "\", "<", ">" and bytes
+ * outside "!".."~" as \xHH, so that fields never hold a space */
+static void print_escaped(const char *p, size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		fputs(" <>", stdout);
+	else
+		putchar(' ');
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (c < '!' || c > '~' || c == '\\' || c == '<' || c == '>')
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+}
+
+/* dump_record - one record as one line (see the dump format above) */
+static void dump_record(datum key, datum value)
+{
+	struct rec r;
+	int i;
+
+	rec_split(key, value, &r);
+	putchar(r.kind);
+	if (r.kind == 'X') {
+		print_escaped(key.dptr, (size_t)key.dsize);
+		print_escaped(value.dptr, (size_t)value.dsize);
+	}
+	for (i = 0; i < r.nf; i++)
+		printf(" %lld", r.f[i]);
+	for (i = 0; i < r.nparts && r.kind != 'X'; i++)
+		print_escaped(r.part[i], r.len[i]);
+	putchar('\n');
+}
+
+/* for_each - call fn on every record of a snapshot; the count */
+static size_t for_each(GDBM_FILE dbf, void (*fn)(datum, datum, void *),
+		       void *arg)
+{
+	datum key = gdbm_firstkey(dbf), next, value;
+	size_t n = 0;
+
+	while (key.dptr) {
+		value = gdbm_fetch(dbf, key);
+		if (value.dptr) {
+			fn(key, value, arg);
+			n++;
+		}
+		free(value.dptr);
+		next = gdbm_nextkey(dbf, key);
+		free(key.dptr);
+		key = next;
+	}
+	return n;
+}
+
+struct stats {
+	size_t n[128];			/* records of each kind */
+	size_t pending, passed, awl;
+	long long oldest, newest, last_expiry;
+};
+
+/* count_record - add one record to the figures */
+static void count_record(datum key, datum value, void *arg)
+{
+	struct stats *st = arg;
+	struct rec r;
+
+	rec_split(key, value, &r);
+	st->n[(unsigned char)r.kind]++;
+	if (r.kind == 'T') {
+		st->pending += r.f[T_PASSED] == 0;
+		st->passed += r.f[T_PASSED] != 0;
+		if (!st->oldest || r.f[T_FIRST] < st->oldest)
+			st->oldest = r.f[T_FIRST];
+	}
+	if (r.kind == 'C')
+		st->awl += cfg.awl && r.f[C_COUNT] >= cfg.awl;
+	if ((r.kind == 'T' || r.kind == 'C')
+	    && r.f[r.kind == 'T' ? T_LAST : C_LAST] > st->newest)
+		st->newest = r.f[r.kind == 'T' ? T_LAST : C_LAST];
+	if (r.kind == 'M' && r.len[0] == 6 && memcmp(r.part[0], "expire", 6) == 0)
+		st->last_expiry = r.f[0];
+}
+
+/* print_time - "key=2026-11-29T11:03:36Z", or "key=none" */
+static void print_time(const char *name, long long t)
+{
+	char buf[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t <= 0 || !gmtime_r(&tt, &tm)) {
+		printf("%s=none\n", name);
+		return;
+	}
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	printf("%s=%s\n", name, buf);
+}
+
+/* cmd_stats - the database's figures, one "key=value" per line */
+static int cmd_stats(void)
+{
+	struct stats st;
+	struct stat sb;
+	int absent;
+	GDBM_FILE dbf = snapshot(&absent);
+	size_t total;
+
+	if (!dbf && !absent)
+		return 1;
+	memset(&st, 0, sizeof(st));
+	total = dbf ? for_each(dbf, count_record, &st) : 0;
+	printf("file=%s\n", cfg.db_path);
+	printf("file_size=%lld\n", stat(cfg.db_path, &sb) == 0
+	       ? (long long)sb.st_size : 0LL);
+	printf("records=%zu\n", total);
+	printf("triplets=%zu\n", st.n['T']);
+	printf("pending=%zu\n", st.pending);
+	printf("passed=%zu\n", st.passed);
+	printf("clients=%zu\n", st.n['C']);
+	printf("auto_whitelisted=%zu\n", st.awl);
+	printf("unknown=%zu\n", st.n['X']);
+	print_time("oldest", st.oldest);
+	print_time("newest", st.newest);
+	print_time("last_expiry", st.last_expiry);
+	if (dbf)
+		gdbm_close(dbf);
+	return 0;
+}
+
+/* dump_one - for_each's adapter to dump_record */
+static void dump_one(datum key, datum value, void *arg)
+{
+	(void)arg;
+	dump_record(key, value);
+}
+
+/* cmd_dump - every record as one line of text */
+static int cmd_dump(void)
+{
+	int absent;
+	GDBM_FILE dbf = snapshot(&absent);
+
+	if (!dbf && !absent)
+		return 1;
+	printf("# greylistd dump 1: T FIRST LAST PASSED NET SENDER RECIPIENT,"
+	       " C COUNT LAST CLIENT, M VALUE NAME, X KEY VALUE\n");
+	if (dbf) {
+		for_each(dbf, dump_one, NULL);
+		gdbm_close(dbf);
+	}
+	return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+}
+
+/* unescape - a dump field back into bytes ("<>" is empty); -1 if bad */
+static int unescape(const char *s, char *out, size_t size, size_t *len)
+{
+	size_t o = 0;
+	unsigned hi, lo;
+
+	if (strcmp(s, "<>") == 0) {
+		*len = 0;
+		return 0;
+	}
+	for (; *s; s++) {
+		if (o + 1 >= size)
+			return -1;
+		if (*s != '\\') {
+			out[o++] = *s;
+			continue;
+		}
+		if (s[1] != 'x' || !isxdigit((unsigned char)s[2])
+		    || !isxdigit((unsigned char)s[3]))
+			return -1;
+		hi = (unsigned)(isdigit((unsigned char)s[2]) ? s[2] - '0'
+				: (s[2] | 32) - 'a' + 10);
+		lo = (unsigned)(isdigit((unsigned char)s[3]) ? s[3] - '0'
+				: (s[3] | 32) - 'a' + 10);
+		out[o++] = (char)(hi << 4 | lo);
+		s += 3;
+	}
+	out[o] = 0;
+	*len = o;
+	return 0;
+}
+
+/* A dump line: a kind, up to three numbers, up to three escaped parts,
+ * each up to a Postfix value escaped fourfold. */
+#define MAX_DUMP_LINE	(3 * 4 * MAX_LINE + 256)
+
+/* load_line - one dump line into a key and a value; NULL, or what is
+ * wrong with it */
+static const char *load_line(char *line, char *key, size_t ksize, datum *k,
+			     char *val, datum *v)
+{
+	static char part[3][MAX_LINE * 4 + 1];
+	const char *parts[3], *word[8];
+	long long f[T_FIELDS], scratch[T_FIELDS];
+	size_t nw = 0, i, j, plen;
+	char *save = NULL, *w;
+	char *end;
+
+	for (w = strtok_r(line, " ", &save); w; w = strtok_r(NULL, " ", &save))
+		if (nw < 8)
+			word[nw++] = w;
+		else
+			return "too many fields";
+	if (nw == 0 || strlen(word[0]) != 1)
+		return "not a record";
+	if (word[0][0] == 'X') {
+		if (nw != 3 || unescape(word[1], key, ksize, &plen) != 0)
+			return "bad X record";
+		*k = (datum){ key, (int)plen };
+		if (unescape(word[2], val, MAX_RECORD * 4, &plen) != 0)
+			return "bad X record";
+		*v = (datum){ val, (int)plen };
+		return NULL;
+	}
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (kinds[i].kind == word[0][0])
+			break;
+	if (i == sizeof(kinds) / sizeof(kinds[0]))
+		return "unknown record kind";
+	if (nw != 1 + (size_t)kinds[i].nf + (size_t)kinds[i].nparts
+	    && nw != 2 + (size_t)kinds[i].nf)
+		return "wrong number of fields";
+	for (j = 0; j < (size_t)kinds[i].nf; j++) {
+		errno = 0;
+		f[j] = strtoll(word[1 + j], &end, 10);
+		if (errno || *end || f[j] < 0 || f[j] > MAX_TIME
+		    || !isdigit((unsigned char)word[1 + j][0]))
+			return "bad number";
+	}
+	for (j = 0; j + 1 + (size_t)kinds[i].nf < nw; j++) {
+		if (unescape(word[1 + (size_t)kinds[i].nf + j], part[j],
+			     sizeof(part[j]), &plen) != 0
+		    || memchr(part[j], '\n', plen) || strlen(part[j]) != plen)
+			return "bad escape, newline or NUL in a field";
+		parts[j] = part[j];
+	}
+	/* With --privacy, plain keys are hashed; digests stay as they are. */
+	if (record_key(word[0][0], parts, j, cfg.privacy && word[0][0] != 'M'
+		       && !(j == 1 && is_digest(parts[0])), key, ksize, k) != 0)
+		return "too long";
+	*v = record_encode(val, MAX_RECORD, f, kinds[i].nf);
+	if (word[0][0] == 'T' && !triplet_record(*v, scratch))
+		return "times out of order";
+	return NULL;
+}
+
+/* cmd_load - read a dump from stdin into the database (new or not); a
+ * record replaces one with the same key. Written in slices of the
+ * writer lock, so that a serving database keeps answering. */
+static int cmd_load(void)
+{
+	static char line[MAX_DUMP_LINE + 2], key[MAX_KEY];
+	static char val[MAX_RECORD * 4 + 1];
+	struct timespec deadline, start = now_mono();
+	unsigned long n = 0;
+	size_t loaded = 0, bad = 0, len;
+	const char *why;
+	struct db db = { NULL, 0, "" };
+	datum k, v;
+	int c;
+
+	while (fgets(line, sizeof(line), stdin)) {
+		n++;
+		len = strlen(line);
+		if (len > 0 && line[len - 1] == '\n') {
+			line[--len] = 0;
+		} else if (!feof(stdin)) {
+			fprintf(stderr, "stdin:%lu: line too long\n", n);
+			bad++;
+			while ((c = getchar()) != EOF && c != '\n')
+				;
+			continue;
+		}
+		if (line[0] == '#' || line[0] == 0)
+			continue;
+		if ((why = load_line(line, key, sizeof(key), &k, val, &v))) {
+			fprintf(stderr, "stdin:%lu: %s\n", n, why);
+			bad++;
+			continue;
+		}
+		if (!db.dbf) {
+			deadline = deadline_in(MAINT_LOCK_WAIT);
+			if (db_open(&db, 1, &deadline) != DB_OK) {
+				fprintf(stderr, "greylistd: %s\n", db.why);
+				return 1;
+			}
+			start = now_mono();
+		}
+		if (gdbm_store(db.dbf, k, v, GDBM_REPLACE) != 0) {
+			fprintf(stderr, "greylistd: writing %s: %s\n",
+				cfg.db_path, gdbm_strerror(gdbm_errno));
+			db_close(&db);
+			return 1;
+		}
+		loaded++;
+		if (elapsed_ms(&start) >= SLICE_MS) {
+			if (db_close(&db) != 0)
+				break;
+			pause_ms(SLICE_PAUSE_MS);
+		}
+	}
+	if (db_close(&db) != 0) {
+		fprintf(stderr, "greylistd: %s\n", db.why);
+		return 1;
+	}
+	printf("%zu records loaded, %zu bad lines\n", loaded, bad);
+	return bad ? 1 : 0;
+}
+
+/* cmd_expire - today's expiry, now */
+static int cmd_expire(void)
+{
+	static char key[] = "M\nexpire";
+	struct timespec deadline = deadline_in(MAINT_LOCK_WAIT);
+	long long now = (long long)time(NULL);
+	size_t seen = 0, deleted = 0;
+	int rc = expire(now, &seen, &deleted);
+
+	meta_put(key, now, &deadline);
+	printf("%zu records seen, %zu deleted\n", seen, deleted);
+	return rc ? 1 : 0;
+}
+
+/*
+ * `greylistd report`: which mail is greylisting costing? It reads
+ * Postfix's greylisting rejects ("reject: RCPT from NAME[ADDR]: 4NN ...
+ * Greylisted...; from=<S> to=<R>") and greylistd's own decision lines,
+ * from log files, stdin ("-") or the systemd journal, and lists the
+ * triplets that were deferred and did not try again within --window
+ * (--delay by default: 300 s, as postgreyreport): mail the sender gave up
+ * on. The database, when readable, confirms passes the log missed.
+ */
+
+/* One deferred (or passed) triplet seen in the logs. */
+struct seen {
+	struct seen *next;		/* hash chain */
+	char *key;			/* net \n sender \n recipient, normalised */
+	char *addr, *name, *sender, *recipient;	/* as logged, for the report */
+	long long first, last, passed;	/* first defer, last try, first pass */
+	unsigned defers[2];		/* counted in greylistd's, Postfix's lines */
+};
+
+#define SEEN_BUCKETS	65536
+
+static struct {
+	struct seen *bucket[SEEN_BUCKETS];
+	size_t n;
+	long long end;			/* the last time in the input */
+	const char *marker;		/* what marks Postfix's greylisting lines */
+	size_t marker_len;
+} rep;
+
+/* An event of the report's input. */
+enum event { EV_DEFER_GL, EV_DEFER_PF, EV_PASS };
+
+/* seen_get - the triplet's entry, made on first sight; NULL without memory */
+static struct seen *seen_get(const char *key, const char *addr,
+			     const char *name, const char *sender,
+			     const char *rcpt)
+{
+	uint64_t h = 14695981039346656037ULL;
+	const char *p;
+	struct seen *s;
+
+	for (p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	for (s = rep.bucket[h % SEEN_BUCKETS]; s; s = s->next)
+		if (strcmp(s->key, key) == 0)
+			return s;
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->key = strdup(key)) || !(s->addr = strdup(addr))
+	    || !(s->name = strdup(name)) || !(s->sender = strdup(sender))
+	    || !(s->recipient = strdup(rcpt)))
+		return NULL;		/* the report says memory ran out */
+	s->next = rep.bucket[h % SEEN_BUCKETS];
+	rep.bucket[h % SEEN_BUCKETS] = s;
+	rep.n++;
+	return s;
+}
+
+/* note_event - count one defer or pass of a triplet at time t */
+static int note_event(enum event ev, long long t, const char *addr,
+		      const char *name, const char *sender, const char *rcpt)
+{
+	static struct triplet tr;
+	static char key[MAX_KEY];
+	const char *parts[] = { tr.net, tr.sender, tr.recipient };
+	struct seen *s;
+	datum k;
+
+	if (client_net(addr, &tr) != 0 || strlen(sender) > MAX_LINE
+	    || strlen(rcpt) > MAX_LINE)
+		return 0;		/* not a triplet greylistd keeps */
+	normalise_sender(tr.sender, sender);
+	lower(tr.recipient, rcpt);
+	if (record_key('T', parts, 3, 0, key, sizeof(key), &k) != 0)
+		return 0;
+	if (!(s = seen_get(key + 2, addr, name, sender, rcpt)))
+		return -1;
+	if (ev == EV_PASS) {
+		if (!s->passed || t < s->passed)
+			s->passed = t;
+	} else {
+		s->defers[ev == EV_DEFER_PF]++;
+		if (!s->first || t < s->first)
+			s->first = t;
+	}
+	if (t > s->last)
+		s->last = t;
+	return 0;
+}
+
+/* month_of - 0..11 for "Jan".."Dec", -1 otherwise */
+static int month_of(const char *p)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int i;
+
+	for (i = 0; i < 12; i++)
+		if (memcmp(p, months + 3 * i, 3) == 0)
+			return i;
+	return -1;
+}
+
+/* parse_stamp - the time at the start of a syslog line: ISO 8601 with a
+ * zone ("2026-11-29T11:03:36.123+00:00", greylistd's --log-file, rsyslog's
+ * high-precision format) or the traditional "Nov 29 11:03:36" (local
+ * time, this year unless that is in the future). The rest of the line,
+ * or NULL. */
+static const char *parse_stamp(const char *line, long long *t)
+{
+	struct tm tm, here;
+	const char *p;
+	char *end;
+	time_t now = time(NULL);
+	long off;
+	int sign;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((p = strptime(line, "%Y-%m-%dT%H:%M:%S", &tm))) {
+		while (*p == '.' || isdigit((unsigned char)*p))
+			p++;
+		sign = *p == '-' ? -1 : 1;
+		if (*p == 'Z') {
+			off = 0;
+			p++;
+		} else if (*p == '+' || *p == '-') {
+			off = strtol(p + 1, &end, 10);
+			if (*end == ':') {
+				off = off * 60 + strtol(end + 1, &end, 10);
+			} else {
+				off = off / 100 * 60 + off % 100;
+			}
+			p = end;
+		} else {
+			return NULL;
+		}
+		*t = (long long)timegm(&tm) - sign * off * 60;
+		return p;
+	}
+	if (strlen(line) < 16 || month_of(line) < 0 || line[3] != ' ')
+		return NULL;
+	if (!(p = strptime(line + 4, "%d %H:%M:%S", &tm)))
+		return NULL;
+	tm.tm_mon = month_of(line);
+	localtime_r(&now, &here);
+	tm.tm_year = here.tm_year;
+	tm.tm_isdst = -1;
+	*t = (long long)mktime(&tm);
+	if (*t > (long long)now + 86400) {
+		tm.tm_year--;
+		tm.tm_isdst = -1;
+		*t = (long long)mktime(&tm);
+	}
+	return p;
+}
+
+/* unlog - undo log_value's \xHH escapes in place */
+static char *unlog(char *s)
+{
+	char *o = s, *p;
+
+	for (p = s; *p; p++) {
+		if (p[0] == '\\' && p[1] == 'x' && isxdigit((unsigned char)p[2])
+		    && isxdigit((unsigned char)p[3])) {
+			char hex[3] = { p[2], p[3], 0 };
+
+			*o++ = (char)strtol(hex, NULL, 16);
+			p += 3;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = 0;
+	return s;
+}
+
+/* field - the value of ", name=" in a greylistd decision line, copied */
+static const char *field(const char *line, const char *name, char *buf,
+			 size_t size)
+{
+	char pat[32];
+	const char *p, *end;
+	size_t len;
+
+	snprintf(pat, sizeof(pat), ", %s=", name);
+	if (!(p = strstr(line, pat)))
+		return NULL;
+	p += strlen(pat);
+	end = strstr(p, ", ");
+	len = end ? (size_t)(end - p) : strlen(p);
+	if (len >= size)
+		return NULL;
+	memcpy(buf, p, len);
+	buf[len] = 0;
+	return unlog(buf);
+}
+
+/* report_greylistd - a greylistd decision line (after "greylistd[PID]: ") */
+static int report_greylistd(const char *msg, long long t)
+{
+	static char addr[64], name[MAX_LINE], sender[MAX_LINE], rcpt[MAX_LINE];
+	const char *a;
+	enum event ev;
+
+	if ((a = strstr(msg, "action=greylist, reason=")))
+		ev = EV_DEFER_GL;
+	else if ((a = strstr(msg, "action=pass, reason=triplet found")))
+		ev = EV_PASS;
+	else
+		return 0;
+	if (!field(a, "client_address", addr, sizeof(addr))
+	    || !field(a, "recipient", rcpt, sizeof(rcpt)))
+		return 0;
+	if (!field(a, "client_name", name, sizeof(name)))
+		name[0] = 0;
+	if (!field(a, "sender", sender, sizeof(sender)))
+		sender[0] = 0;		/* left out when empty: the null sender */
+	return note_event(ev, t, addr, name, sender, rcpt);
+}
+
+/* copy_span - [p, q) into buf as a string; NULL when it does not fit */
+static const char *copy_span(const char *p, const char *q, char *buf,
+			     size_t size)
+{
+	if (!p || !q || q < p || (size_t)(q - p) >= size)
+		return NULL;
+	memcpy(buf, p, (size_t)(q - p));
+	buf[q - p] = 0;
+	return buf;
+}
+
+/* report_postfix - a Postfix reject line: "reject: RCPT from NAME[ADDR]:
+ * 4NN ...MARKER...; from=<SENDER> to=<RCPT> ..." */
+static int report_postfix(const char *msg, long long t)
+{
+	static char name[MAX_LINE], addr[64], sender[MAX_LINE], rcpt[MAX_LINE];
+	const char *p = strstr(msg, "reject: RCPT from "), *lb, *rb, *f, *to;
+
+	if (!p)
+		return 0;
+	p += strlen("reject: RCPT from ");
+	lb = strchr(p, '[');
+	rb = lb ? strstr(lb, "]: ") : NULL;
+	if (!copy_span(p, lb, name, sizeof(name))
+	    || !copy_span(lb + 1, rb, addr, sizeof(addr)))
+		return 0;
+	p = rb + 3;
+	if (p[0] != '4' || !isdigit((unsigned char)p[1])
+	    || !isdigit((unsigned char)p[2]) || p[3] != ' '
+	    || !strstr(p, rep.marker))
+		return 0;
+	f = strstr(p, "; from=<");
+	to = f ? strstr(f, "> to=<") : NULL;
+	if (!copy_span(f ? f + 8 : NULL, to, sender, sizeof(sender))
+	    || !copy_span(to + 6, strchr(to + 6, '>'), rcpt, sizeof(rcpt)))
+		return 0;
+	return note_event(EV_DEFER_PF, t, addr, strcmp(name, "unknown") == 0
+			  ? "" : name, sender, rcpt);
+}
+
+/* report_line - one message of the input, at time t, from greylistd or
+ * from another program (Postfix) */
+static int report_line(int ours, const char *msg, long long t)
+{
+	if (cfg.since && t < (long long)time(NULL) - cfg.since)
+		return 0;
+	if (t > rep.end)
+		rep.end = t;		/* the logs reach this far */
+	return ours ? report_greylistd(msg, t) : report_postfix(msg, t);
+}
+
+/* report_file - every line of a log file ("-": stdin). After the time
+ * comes "HOST PROGRAM[PID]: MESSAGE" (syslog) or "greylistd[PID]:
+ * MESSAGE" (--log-file). */
+static int report_file(const char *path)
+{
+	static char line[4 * MAX_LINE];
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	const char *rest, *colon, *tag;
+	long long t;
+	int rc = 0;
+
+	if (!f) {
+		fprintf(stderr, "greylistd: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!(rest = parse_stamp(line, &t)) || !(colon = strstr(rest, ": ")))
+			continue;
+		for (tag = colon; tag > rest && tag[-1] != ' '; tag--)
+			;
+		rc = report_line(strncmp(tag, "greylistd[", 10) == 0,
+				 colon + 2, t);
+	}
+	if (ferror(f)) {
+		fprintf(stderr, "greylistd: %s: %s\n", path, strerror(errno));
+		rc = -1;
+	}
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+/* journal_field - a field of the current journal entry, as a string */
+static const char *journal_field(sd_journal *j, const char *name, char *buf,
+				 size_t size)
+{
+	const void *data;
+	size_t len, skip = strlen(name) + 1;
+
+	if (sd.journal_get_data(j, name, &data, &len) < 0 || len < skip
+	    || len - skip >= size)
+		return NULL;
+	memcpy(buf, (const char *)data + skip, len - skip);
+	buf[len - skip] = 0;
+	return buf;
+}
+
+/* report_journal - the mail facility's messages in the systemd journal;
+ * 1 when there is no journal to read */
+static int report_journal(void)
+{
+	static char msg[4 * MAX_LINE];
+	char ident[64];
+	sd_journal *j = NULL;
+	uint64_t usec;
+	int rc = 0;
+
+	if ((access("/run/log/journal", F_OK) != 0
+	     && access("/var/log/journal", F_OK) != 0)
+	    || sd_load() != 0 || sd.journal_open(&j, SD_JOURNAL_LOCAL_ONLY) < 0)
+		return 1;
+	if (sd.journal_add_match(j, "SYSLOG_FACILITY=2", 0) < 0
+	    || (cfg.since && sd.journal_seek_realtime_usec(j,
+			(uint64_t)((long long)time(NULL) - cfg.since)
+			* 1000000ULL) < 0)) {
+		sd.journal_close(j);
+		return 1;
+	}
+	while (rc == 0 && sd.journal_next(j) > 0) {
+		if (!journal_field(j, "MESSAGE", msg, sizeof(msg))
+		    || sd.journal_get_realtime_usec(j, &usec) < 0)
+			continue;
+		rc = report_line(journal_field(j, "SYSLOG_IDENTIFIER", ident,
+					       sizeof(ident))
+				 && strcmp(ident, "greylistd") == 0,
+				 msg, (long long)(usec / 1000000));
+	}
+	sd.journal_close(j);
+	if (rep.end < (long long)time(NULL))
+		rep.end = (long long)time(NULL);	/* the journal is live */
+	return rc < 0 ? -1 : 0;
+}
+
+/* confirm_passes - the database knows of passes the logs do not show
+ * (rotated away, or logged elsewhere): ask it about each deferred triplet
+ * without a pass */
+static void confirm_passes(void)
+{
+	static char key[MAX_KEY + 4];
+	long long f[T_FIELDS];
+	struct seen *s;
+	const char *parts[1];
+	GDBM_FILE dbf;
+	datum k, v;
+	size_t b;
+	int absent;
+
+	if (!(dbf = snapshot(&absent)))
+		return;
+	for (b = 0; b < SEEN_BUCKETS; b++)
+		for (s = rep.bucket[b]; s; s = s->next) {
+			if (s->passed)
+				continue;
+			parts[0] = s->key;
+			if (record_key('T', parts, 1, (int)cfg.privacy, key,
+				       sizeof(key), &k) != 0)
+				continue;
+			v = gdbm_fetch(dbf, k);
+			if (triplet_record(v, f) && f[T_PASSED]
+			    && f[T_PASSED] >= s->first)
+				s->passed = f[T_PASSED];
+			free(v.dptr);
+		}
+	gdbm_close(dbf);
+}
+
+/* cmp_first - order fatal triplets by their first deferral */
+static int cmp_first(const void *a, const void *b)
+{
+	const struct seen *x = *(struct seen *const *)a;
+	const struct seen *y = *(struct seen *const *)b;
+
+	return (x->first > y->first) - (x->first < y->first);
+}
+
+/* cmp_str, cmp_count - for --top */
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+struct tally {
+	const char *what;
+	size_t n;
+};
+
+static int cmp_count(const void *a, const void *b)
+{
+	const struct tally *x = a, *y = b;
+
+	return x->n != y->n ? (x->n < y->n) - (x->n > y->n)
+		: strcmp(x->what, y->what);
+}
+
+/* print_top - the N most frequent strings, as "uniq -c | sort -rn" */
+static void print_top(const char *title, const char **items, size_t n)
+{
+	struct tally *t = calloc(n ? n : 1, sizeof(*t));
+	size_t i, m = 0;
+
+	if (!t)
+		return;
+	qsort(items, n, sizeof(*items), cmp_str);
+	for (i = 0; i < n; i++) {
+		if (m && strcmp(t[m - 1].what, items[i]) == 0)
+			t[m - 1].n++;
+		else
+			t[m++] = (struct tally){ items[i], 1 };
+	}
+	qsort(t, m, sizeof(*t), cmp_count);
+	printf("# top %s\n", title);
+	for (i = 0; i < m && i < (size_t)cfg.top; i++)
+		printf("%7zu %s\n", t[i].n, t[i].what);
+	free(t);
+}
+
+/* cmp_ll - for the median */
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* report_print - the fatal triplets, the tops, and the summary */
+static int report_print(void)
+{
+	struct seen **fatal = calloc(rep.n ? rep.n : 1, sizeof(*fatal)), *s;
+	long long *delays = calloc(rep.n ? rep.n : 1, sizeof(*delays));
+	const char **nets = calloc(rep.n ? rep.n : 1, sizeof(*nets));
+	const char **rcpts = calloc(rep.n ? rep.n : 1, sizeof(*rcpts));
+	long long window = cfg.window ? cfg.window : cfg.delay;
+	size_t nf = 0, nd = 0, deferred = 0, waiting = 0, b, i;
+	char stamp[32];
+	struct tm tm;
+	time_t tt;
+
+	if (!fatal || !delays || !nets || !rcpts) {
+		fprintf(stderr, "greylistd: out of memory\n");
+		return 1;
+	}
+	for (b = 0; b < SEEN_BUCKETS; b++)
+		for (s = rep.bucket[b]; s; s = s->next) {
+			if (!s->defers[0] && !s->defers[1])
+				continue;	/* only seen passing */
+			deferred++;
+			if (s->passed)
+				delays[nd++] = s->passed - s->first;
+			else if (s->last - s->first < window
+				 && rep.end - s->first >= window)
+				fatal[nf++] = s;
+			else
+				waiting++;
+		}
+	qsort(fatal, nf, sizeof(*fatal), cmp_first);
+	for (i = 0; i < nf; i++) {
+		s = fatal[i];
+		tt = (time_t)s->first;
+		gmtime_r(&tt, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("%s %u %s %s %s %s\n", stamp,
+		       s->defers[0] > s->defers[1] ? s->defers[0] : s->defers[1],
+		       s->addr, *s->name ? s->name : "unknown",
+		       *s->sender ? s->sender : "<>", s->recipient);
+		nets[i] = s->key;	/* the key starts with the network */
+		rcpts[i] = s->recipient;
+	}
+	if (cfg.top) {
+		for (i = 0; i < nf; i++)
+			*strchr(fatal[i]->key, '\n') = 0;
+		print_top("client networks", nets, nf);
+		print_top("recipients", rcpts, nf);
+	}
+	qsort(delays, nd, sizeof(*delays), cmp_ll);
+	printf("# deferred=%zu passed_later=%zu never_retried=%zu pending=%zu"
+	       " median_delay=%llds\n", deferred, nd, nf, waiting,
+	       nd ? delays[nd / 2] : 0);
+	free(fatal);
+	free(delays);
+	free(nets);
+	free(rcpts);
+	return 0;
+}
+
+/* cmd_report - read the logs, confirm with the database, print */
+static int cmd_report(void)
+{
+	static char marker[MAX_TEXT + 1];
+	int i, rc = 0;
+
+	/* Postfix's line holds the defer text: its part before the first
+	 * placeholder marks greylisting, as postgreyreport's --greylist-text */
+	snprintf(marker, sizeof(marker), "%s", cfg.greylist_text);
+	marker[strcspn(marker, "%")] = 0;
+	rep.marker = marker;
+	for (i = 0; i < cfg.nfiles && rc == 0; i++)
+		rc = report_file(cfg.files[i]);
+	if (cfg.nfiles == 0) {
+		rc = report_journal();
+		if (rc == 1) {
+			fprintf(stderr, "greylistd: no systemd journal to read"
+				" here: name log files, or - for stdin\n");
+			return 1;
+		}
+	}
+	if (rc != 0)
+		return 1;
+	confirm_passes();
+	return report_print();
 }
 
 /*
@@ -2873,7 +3931,11 @@ static void parse_options(int argc, char **argv)
 	for (i = 0; i < argc; i++) {
 		arg = argv[i];
 		if (strncmp(arg, "--", 2) != 0) {
-			config_error("unexpected argument: %.80s", arg);
+			if (cfg.nfiles < MAX_FILE_ARGS)
+				cfg.files[cfg.nfiles++] = arg;
+			else
+				config_error("too many files (at most %d)",
+					     MAX_FILE_ARGS);
 			continue;
 		}
 		arg += 2;
@@ -3021,7 +4083,8 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: greylistd [COMMAND] [--option=value ...]\n"
-		"commands: serve (the default), check\n");
+		"commands: serve (the default), check, stats, dump, load,"
+		" expire, report\n");
 	for (i = 0; i < NOPTIONS; i++)
 		fprintf(f, "  --%-20s %s\n", options[i].name, options[i].help);
 }
@@ -3040,16 +4103,42 @@ static void setup_signals(void)
 	sigaction(SIGALRM, &sa, NULL);
 }
 
+/* cmd_check - every whitelist line, each regex compiled; bad lines are
+ * printed as FILE:LINE: what is wrong */
+static int cmd_check(void)
+{
+	wl.report = 1;
+	wl_check_all(&cfg.whitelists);
+	return wl.problems ? 1 : 0;
+}
+
+/* The commands; serve is the policy service itself. */
+static const struct {
+	const char *name;
+	int (*run)(void);
+	int takes_files;
+} commands[] = {
+	{ "serve", NULL, 0 },
+	{ "check", cmd_check, 0 },
+	{ "stats", cmd_stats, 0 },
+	{ "dump", cmd_dump, 0 },
+	{ "load", cmd_load, 0 },
+	{ "expire", cmd_expire, 0 },
+	{ "report", cmd_report, 1 },
+};
+
 int main(int argc, char **argv)
 {
-	const char *command = "serve";
+	size_t c = 0;
 	int in, out, rc;
 
 	setup_signals();
 	if (getenv("INVOCATION_ID") || getenv("LISTEN_FDS"))
 		use_journal = sd_load() == 0 && getenv("INVOCATION_ID");
 	if (argc > 1 && argv[1][0] != '-') {
-		command = argv[1];
+		for (c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
+			if (strcmp(argv[1], commands[c].name) == 0)
+				break;
 		argc--;
 		argv++;
 	}
@@ -3063,15 +4152,14 @@ int main(int argc, char **argv)
 	}
 	open_log();
 	check_config();
-	if (strcmp(command, "check") != 0 && strcmp(command, "serve") != 0)
-		config_error("unknown command %.40s", command);
+	if (c == sizeof(commands) / sizeof(commands[0]))
+		config_error("unknown command %.40s", argv[0]);
+	else if (cfg.nfiles && !commands[c].takes_files)
+		config_error("unexpected argument: %.80s", cfg.files[0]);
 	if (config_errors)
 		return 64;
-	if (strcmp(command, "check") == 0) {
-		wl.report = 1;
-		wl_check_all(&cfg.whitelists);
-		return wl.problems ? 1 : 0;
-	}
+	if (commands[c].run)
+		return commands[c].run();
 	if (connection(&in, &out) != 0)
 		return 64;
 	quiet_stderr(in);
