@@ -208,11 +208,13 @@ struct config {
 	long long version;
 };
 
+#define DAY 86400LL
+
 static struct config cfg = {
 	.db_path = "/var/lib/greylistd/greylistd.db",
 	.delay = 300,
-	.retry_window = 2 * 86400,
-	.max_age = 35 * 86400,
+	.retry_window = 2 * DAY,
+	.max_age = 35 * DAY,
 	.ipv4cidr = 24,
 	.ipv6cidr = 64,
 	.timeout = 360,
@@ -236,7 +238,6 @@ struct option_spec {
 	const char *help;
 };
 
-#define DAY 86400LL
 static const struct option_spec options[] = {
 	{ "db", OPT_STRING, 0, 0, 0, &cfg.db_path,
 	  "GDBM file of triplets (/var/lib/greylistd/greylistd.db)" },
@@ -344,8 +345,11 @@ static int sd_load(void)
 	for (i = 0; i < sizeof(sd_symbols) / sizeof(sd_symbols[0]); i++) {
 		void *sym = dlsym(sd.handle, sd_symbols[i].name);
 
-		if (!sym)
+		if (!sym) {
+			dlclose(sd.handle);
+			memset(&sd, 0, sizeof(sd));
 			return -1;
+		}
 		memcpy((char *)&sd + sd_symbols[i].offset, &sym, sizeof(sym));
 	}
 	return 0;
@@ -378,18 +382,54 @@ static const char *log_value(char *dst, size_t size, const char *src)
 	return dst;
 }
 
+/* The ways a time is shown. */
+enum time_style {
+	TS_LOG,				/* log lines, local: 2026-11-29T11:03:36+0100 */
+	TS_HEADER,			/* X-Greylist %d, local: RFC 5322 date */
+	TS_UTC,				/* stats and report: 2026-11-29T10:03:36Z */
+	TS_FILE,			/* in file names: 20261129T100336Z */
+};
+
+/* format_time - a time as text; "-" for a time the calendar cannot show
+ * (a clock gone wild) */
+static const char *format_time(char *buf, size_t size, enum time_style style,
+			       time_t t)
+{
+	struct tm tm;
+	size_t n = 0;
+
+	if (!(style == TS_UTC || style == TS_FILE ? gmtime_r(&t, &tm)
+	      : localtime_r(&t, &tm))) {
+		snprintf(buf, size, "-");
+		return buf;
+	}
+	switch (style) {
+	case TS_LOG:
+		n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S%z", &tm);
+		break;
+	case TS_HEADER:
+		n = strftime(buf, size, "%a, %d %b %Y %H:%M:%S %z", &tm);
+		break;
+	case TS_UTC:
+		n = strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		break;
+	case TS_FILE:
+		n = strftime(buf, size, "%Y%m%dT%H%M%SZ", &tm);
+		break;
+	}
+	if (n == 0)
+		snprintf(buf, size, "-");
+	return buf;
+}
+
 /* log_file_write - one timestamped line, written with one write(2) so
  * that lines of concurrent processes never interleave */
 static void log_file_write(const char *line)
 {
 	char buf[2048], stamp[40];
-	struct timespec ts;
-	struct tm tm;
 	int n;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	localtime_r(&ts.tv_sec, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S%z", &tm);
+	format_time(stamp, sizeof(stamp), TS_LOG, time(NULL));
 	n = snprintf(buf, sizeof(buf), "%s greylistd[%ld]: %s\n", stamp,
 		     (long)getpid(), line);
 	if (n < 0)
@@ -403,8 +443,8 @@ static void log_file_write(const char *line)
 }
 
 /* log_emit - send one line, with optional journal fields, to its place */
-static void log_emit(int prio, const char *line, struct iovec *fields,
-		     int nfields)
+static void log_emit(int prio, const char *line,
+		     const struct iovec *fields, int nfields)
 {
 	if (log_fd >= 0) {
 		log_file_write(line);
@@ -605,7 +645,8 @@ static enum read_status fill(struct conn *c, const struct timespec *deadline)
 }
 
 /* parse_request - split a complete request into its attributes */
-static enum read_status parse_request(char *p, char *end, struct request *r)
+static enum read_status parse_request(char *p, const char *end,
+				      struct request *r)
 {
 	int nattrs = 0, i;
 
@@ -657,7 +698,7 @@ static enum read_status read_request(struct conn *c, struct request *r)
 		if (st == RD_OK)
 			continue;
 		if (c->end == c->start)
-			return st == RD_IDLE ? RD_IDLE : st;
+			return st;
 		if (st == RD_EOF)
 			return violation("connection closed inside a request");
 		if (st == RD_IDLE)
@@ -908,7 +949,7 @@ static uint32_t ror(uint32_t x, int n)
 static void sha256_block(struct sha256 *c, const unsigned char *p)
 {
 	uint32_t w[64], s[8], t1, t2;
-	int i;
+	size_t i;
 
 	for (i = 0; i < 16; i++)
 		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
@@ -940,7 +981,7 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 	};
 	const unsigned char *p = data;
 	struct sha256 c;
-	size_t fill, i;
+	size_t used, i;
 
 	memcpy(c.h, init, sizeof(init));
 	c.bytes = len;
@@ -949,8 +990,8 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 	memset(c.block, 0, sizeof(c.block));
 	memcpy(c.block, p, len);
 	c.block[len] = 0x80;
-	fill = len + 1;
-	if (fill > 56) {
+	used = len + 1;
+	if (used > 56) {
 		sha256_block(&c, c.block);
 		memset(c.block, 0, sizeof(c.block));
 	}
@@ -1174,7 +1215,7 @@ static char *required_suffix(const char *re)
 		else if (!isalnum((unsigned char)re[i]) && !strchr("-_@", re[i]))
 			start = i + 1;
 	}
-	if (len - 1 - start == 0 || !(suffix = malloc(len - start)))
+	if (start + 1 >= len || !(suffix = malloc(len - start)))
 		return NULL;
 	for (i = start; i + 1 < len; i++) {
 		if (re[i] == '\\')
@@ -1525,34 +1566,37 @@ static int ends_with_name(const char *name, const char *domain)
 		&& (n == m || name[n - m - 1] == '.');
 }
 
+/* client_matches - does entry e whitelist the client? Addresses and
+ * names (pass 0) are tested before regexes (pass 1), which cost more. */
+static int client_matches(struct wl_entry *e, int pass, int family,
+			  const unsigned char *a, const char *name)
+{
+	unsigned char masked[16];
+	size_t len = family == AF_INET ? 4 : 16;
+
+	if (pass == 0 && e->kind == WL_NET && e->family == family) {
+		memcpy(masked, a, len);
+		mask_bits(masked, len, e->bits);
+		return memcmp(masked, e->net, len) == 0;
+	}
+	if (pass == 0 && e->kind == WL_HOST)
+		return *name && ends_with_name(name, e->text);
+	return pass == 1 && e->kind == WL_CLIENT_RE && *name
+		&& wl_regex(e, name);
+}
+
 /* wl_client - the entry that whitelists this client, or NULL. Names and
  * regexes are tested against the verified client_name only. */
 static const struct wl_entry *wl_client(int family, const unsigned char *a,
 					const char *name)
 {
-	unsigned char masked[16];
-	size_t i, len = family == AF_INET ? 4 : 16;
+	size_t i;
 	int pass;
 
-	for (pass = 0; pass < 2; pass++) {
-		for (i = 0; i < wl.n; i++) {
-			struct wl_entry *e = &wl.e[i];
-
-			if (pass == 0 && e->kind == WL_NET
-			    && e->family == family) {
-				memcpy(masked, a, len);
-				mask_bits(masked, len, e->bits);
-				if (memcmp(masked, e->net, len) == 0)
-					return e;
-			} else if (pass == 0 && e->kind == WL_HOST && *name
-				   && ends_with_name(name, e->text)) {
-				return e;
-			} else if (pass == 1 && e->kind == WL_CLIENT_RE
-				   && *name && wl_regex(e, name)) {
-				return e;
-			}
-		}
-	}
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < wl.n; i++)
+			if (client_matches(&wl.e[i], pass, family, a, name))
+				return &wl.e[i];
 	return NULL;
 }
 
@@ -1561,7 +1605,7 @@ static const struct wl_entry *wl_client(int family, const unsigned char *a,
 static const struct wl_entry *wl_recipient(const char *rcpt)
 {
 	char base[MAX_LINE + 1];
-	const char *at = strrchr(rcpt, '@');
+	const char *at = strrchr(rcpt, '@'), *tail;
 	size_t local = at ? (size_t)(at - rcpt) : 0, plus;
 	size_t i;
 	int pass;
@@ -1572,7 +1616,8 @@ static const struct wl_entry *wl_recipient(const char *rcpt)
 	if (at && plus < local)
 		local = plus;
 	memcpy(base, rcpt, local);
-	strcpy(base + local, at ? at : rcpt + local);
+	tail = at ? at : rcpt + local;
+	memcpy(base + local, tail, strlen(tail) + 1);
 	for (pass = 0; pass < 2; pass++) {
 		for (i = 0; i < wl.n; i++) {
 			struct wl_entry *e = &wl.e[i];
@@ -1634,13 +1679,10 @@ static long long wl_signature(const struct wl_list *files)
  * The database.
  */
 
-static volatile sig_atomic_t alarm_fired;
-
 /* on_alarm - interrupts a blocked flock(2); see lock_wait() */
 static void on_alarm(int sig)
 {
-	(void)sig;
-	alarm_fired = 1;
+	(void)sig;			/* it only has to interrupt */
 }
 
 /* lock_wait - flock with a deadline. A repeating 10 ms timer interrupts
@@ -1717,11 +1759,8 @@ static enum db_status db_fault(struct db *db, const char *fmt, ...)
 static void db_move_aside(const char *why)
 {
 	char aside[PATH_MAX], stamp[32];
-	time_t now = time(NULL);
-	struct tm tm;
 
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	format_time(stamp, sizeof(stamp), TS_FILE, time(NULL));
 	if (snprintf(aside, sizeof(aside), "%s.damaged-%s-%ld", cfg.db_path,
 		     stamp, (long)getpid()) >= (int)sizeof(aside)
 	    || rename(cfg.db_path, aside) != 0) {
@@ -1775,7 +1814,7 @@ static enum db_status db_open(struct db *db, int writer,
 			      const struct timespec *deadline)
 {
 	int flags = (writer ? GDBM_WRCREAT : GDBM_READER) | GDBM_NOLOCK
-		| GDBM_CLOEXEC;
+		| GDBM_NOMMAP | GDBM_CLOEXEC;
 	int attempt, fd, err;
 	struct stat st;
 
@@ -1869,11 +1908,12 @@ static const char *parse_time(const char *p, const char *end, long long *v)
  * the value has exactly this shape */
 static int record_decode(datum d, long long *f, int n)
 {
-	const char *p = d.dptr, *end = d.dptr + d.dsize;
+	const char *p = d.dptr, *end;
 	int i;
 
 	if (!p || d.dsize < 2 || p[0] != '1')
 		return -1;
+	end = p + d.dsize;
 	p++;
 	for (i = 0; i < n; i++) {
 		if (p >= end || *p != ' ')
@@ -2291,7 +2331,7 @@ static void recipient_domain(char *dst, const char *rcpt)
 	for (rcpt = at ? at + 1 : rcpt; *rcpt && o < MAX_DOMAIN; rcpt++) {
 		unsigned char c = (unsigned char)*rcpt;
 
-		dst[o++] = c > 32 && c < 127 ? (char)c : '?';
+		dst[o++] = (char)(c > 32 && c < 127 ? c : '?');
 	}
 	dst[o] = 0;
 }
@@ -2314,11 +2354,7 @@ static size_t format_reply(char *buf, size_t size, const struct request *r,
 		n = snprintf(buf, size, "action=%s%s%s\n\n",
 			     cfg.greylist_action, *text ? " " : "", text);
 	} else if (prepend) {
-		time_t now = time(NULL);
-		struct tm tm;
-
-		localtime_r(&now, &tm);
-		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+		format_time(date, sizeof(date), TS_HEADER, time(NULL));
 		snprintf(num, sizeof(num), "%lld", o->seconds);
 		vals['t'] = num;
 		vals['v'] = VERSION;
@@ -2702,8 +2738,8 @@ static int expire_due(long long now)
 }
 
 /* maintenance - run pending work in a child, so that this connection's
- * next request is not kept waiting; the child has no connection */
-static void maintenance(void)
+ * next request is not kept waiting; the child closes the connection */
+static void maintenance(const struct conn *c)
 {
 	pid_t pid;
 	int fd;
@@ -2719,9 +2755,15 @@ static void maintenance(void)
 		memset(&pending, 0, sizeof(pending));
 		return;
 	}
+	if (c->in > 2)
+		close(c->in);
+	if (c->out > 2 && c->out != c->in)
+		close(c->out);
 	fd = open("/dev/null", O_RDWR);
 	if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
 		_exit(1);
+	if (fd > 2)
+		close(fd);
 	if (pending.repair)
 		db_repair(pending.repair_ino);
 	if (pending.wl_report)
@@ -2783,7 +2825,7 @@ static int serve(int in, int out)
 		n = format_reply(reply, sizeof(reply), &r, &o, prepend);
 		if (write_all(&c, reply, n) != 0)
 			return 74;
-		maintenance();
+		maintenance(&c);
 	}
 }
 
@@ -2791,6 +2833,26 @@ static int serve(int in, int out)
  * Operator commands: stats, dump, load, expire. They print to stdout and
  * stderr (they are run by hand, never as the policy service).
  */
+
+/* op_error - an operator command's complaint, to stderr */
+__attribute__((format(printf, 1, 2)))
+static void op_error(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	(void)fprintf(stderr, "greylistd: %s\n", msg);
+}
+
+/* flush_stdout - 0 when everything printed reached its place, else 1
+ * (a full disk, a closed pipe), which the command's exit status says */
+static int flush_stdout(void)
+{
+	return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+}
 
 /* copy_fd - copy a whole file; 0 or -1 */
 static int copy_fd(int from, int to)
@@ -2864,7 +2926,7 @@ static GDBM_FILE snapshot(int *absent)
 	if (src < 0 || fstat(src, &st) != 0 || st.st_size == 0) {
 		*absent = src >= 0 || errno == ENOENT;
 		if (!*absent)
-			fprintf(stderr, "greylistd: %s: %s\n", cfg.db_path,
+			op_error("%s: %s", cfg.db_path,
 				strerror(errno));
 		if (src >= 0)
 			close(src);
@@ -2872,7 +2934,7 @@ static GDBM_FILE snapshot(int *absent)
 	}
 	dst = tmpfile_near(cfg.db_path);
 	if (dst < 0 || copy_fd(src, dst) != 0) {
-		fprintf(stderr, "greylistd: copying %s: %s\n", cfg.db_path,
+		op_error("copying %s: %s", cfg.db_path,
 			strerror(errno));
 		close(src);
 		if (dst >= 0)
@@ -2885,9 +2947,9 @@ static GDBM_FILE snapshot(int *absent)
 		return NULL;
 	}
 	dbf = gdbm_fd_open(dst, cfg.db_path, 0, GDBM_READER | GDBM_NOLOCK
-			   | GDBM_CLOEXEC | GDBM_CLOERROR, NULL);
+			   | GDBM_NOMMAP | GDBM_CLOEXEC | GDBM_CLOERROR, NULL);
 	if (!dbf)
-		fprintf(stderr, "greylistd: %s: %s\n", cfg.db_path,
+		op_error("%s: %s", cfg.db_path,
 			gdbm_strerror(gdbm_errno));
 	return dbf;
 }
@@ -3036,15 +3098,9 @@ static void count_record(datum key, datum value, void *arg)
 static void print_time(const char *name, long long t)
 {
 	char buf[32];
-	time_t tt = (time_t)t;
-	struct tm tm;
 
-	if (t <= 0 || !gmtime_r(&tt, &tm)) {
-		printf("%s=none\n", name);
-		return;
-	}
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	printf("%s=%s\n", name, buf);
+	printf("%s=%s\n", name, t <= 0 ? "none"
+	       : format_time(buf, sizeof(buf), TS_UTC, (time_t)t));
 }
 
 /* cmd_stats - the database's figures, one "key=value" per line */
@@ -3075,7 +3131,7 @@ static int cmd_stats(void)
 	print_time("last_expiry", st.last_expiry);
 	if (dbf)
 		gdbm_close(dbf);
-	return 0;
+	return flush_stdout();
 }
 
 /* dump_one - for_each's adapter to dump_record */
@@ -3099,7 +3155,7 @@ static int cmd_dump(void)
 		for_each(dbf, dump_one, NULL);
 		gdbm_close(dbf);
 	}
-	return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+	return flush_stdout();
 }
 
 /* unescape - a dump field back into bytes ("<>" is empty); -1 if bad */
@@ -3219,7 +3275,7 @@ static int cmd_load(void)
 		if (len > 0 && line[len - 1] == '\n') {
 			line[--len] = 0;
 		} else if (!feof(stdin)) {
-			fprintf(stderr, "stdin:%lu: line too long\n", n);
+			op_error("stdin:%lu: line too long", n);
 			bad++;
 			while ((c = getchar()) != EOF && c != '\n')
 				;
@@ -3228,20 +3284,20 @@ static int cmd_load(void)
 		if (line[0] == '#' || line[0] == 0)
 			continue;
 		if ((why = load_line(line, key, sizeof(key), &k, val, &v))) {
-			fprintf(stderr, "stdin:%lu: %s\n", n, why);
+			op_error("stdin:%lu: %s", n, why);
 			bad++;
 			continue;
 		}
 		if (!db.dbf) {
 			deadline = deadline_in(MAINT_LOCK_WAIT);
 			if (db_open(&db, 1, &deadline) != DB_OK) {
-				fprintf(stderr, "greylistd: %s\n", db.why);
+				op_error("%s", db.why);
 				return 1;
 			}
 			start = now_mono();
 		}
 		if (gdbm_store(db.dbf, k, v, GDBM_REPLACE) != 0) {
-			fprintf(stderr, "greylistd: writing %s: %s\n",
+			op_error("writing %s: %s",
 				cfg.db_path, gdbm_strerror(gdbm_errno));
 			db_close(&db);
 			return 1;
@@ -3254,11 +3310,11 @@ static int cmd_load(void)
 		}
 	}
 	if (db_close(&db) != 0) {
-		fprintf(stderr, "greylistd: %s\n", db.why);
+		op_error("%s", db.why);
 		return 1;
 	}
 	printf("%zu records loaded, %zu bad lines\n", loaded, bad);
-	return bad ? 1 : 0;
+	return bad || flush_stdout() ? 1 : 0;
 }
 
 /* cmd_expire - today's expiry, now */
@@ -3272,7 +3328,7 @@ static int cmd_expire(void)
 
 	meta_put(key, now, &deadline);
 	printf("%zu records seen, %zu deleted\n", seen, deleted);
-	return rc ? 1 : 0;
+	return rc || flush_stdout() ? 1 : 0;
 }
 
 /*
@@ -3301,7 +3357,6 @@ static struct {
 	size_t n;
 	long long end;			/* the last time in the input */
 	const char *marker;		/* what marks Postfix's greylisting lines */
-	size_t marker_len;
 } rep;
 
 /* An event of the report's input. */
@@ -3324,8 +3379,16 @@ static struct seen *seen_get(const char *key, const char *addr,
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(key)) || !(s->addr = strdup(addr))
 	    || !(s->name = strdup(name)) || !(s->sender = strdup(sender))
-	    || !(s->recipient = strdup(rcpt)))
+	    || !(s->recipient = strdup(rcpt))) {
+		if (s) {
+			free(s->key);
+			free(s->addr);
+			free(s->name);
+			free(s->sender);
+		}
+		free(s);
 		return NULL;		/* the report says memory ran out */
+	}
 	s->next = rep.bucket[h % SEEN_BUCKETS];
 	rep.bucket[h % SEEN_BUCKETS] = s;
 	rep.n++;
@@ -3371,7 +3434,7 @@ static int month_of(const char *p)
 	int i;
 
 	for (i = 0; i < 12; i++)
-		if (memcmp(p, months + 3 * i, 3) == 0)
+		if (memcmp(p, months + 3 * (size_t)i, 3) == 0)
 			return i;
 	return -1;
 }
@@ -3417,7 +3480,8 @@ static const char *parse_stamp(const char *line, long long *t)
 	if (!(p = strptime(line + 4, "%d %H:%M:%S", &tm)))
 		return NULL;
 	tm.tm_mon = month_of(line);
-	localtime_r(&now, &here);
+	if (!localtime_r(&now, &here))
+		return NULL;
 	tm.tm_year = here.tm_year;
 	tm.tm_isdst = -1;
 	*t = (long long)mktime(&tm);
@@ -3556,7 +3620,7 @@ static int report_file(const char *path)
 	int rc = 0;
 
 	if (!f) {
-		fprintf(stderr, "greylistd: %s: %s\n", path, strerror(errno));
+		op_error("%s: %s", path, strerror(errno));
 		return -1;
 	}
 	while (rc == 0 && fgets(line, sizeof(line), f)) {
@@ -3569,7 +3633,7 @@ static int report_file(const char *path)
 				 colon + 2, t);
 	}
 	if (ferror(f)) {
-		fprintf(stderr, "greylistd: %s: %s\n", path, strerror(errno));
+		op_error("%s: %s", path, strerror(errno));
 		rc = -1;
 	}
 	if (f != stdin)
@@ -3722,18 +3786,21 @@ static int cmp_ll(const void *a, const void *b)
 /* report_print - the fatal triplets, the tops, and the summary */
 static int report_print(void)
 {
-	struct seen **fatal = calloc(rep.n ? rep.n : 1, sizeof(*fatal)), *s;
+	struct seen **fatal = calloc(rep.n ? rep.n : 1, sizeof(struct seen *));
+	struct seen *s;
 	long long *delays = calloc(rep.n ? rep.n : 1, sizeof(*delays));
 	const char **nets = calloc(rep.n ? rep.n : 1, sizeof(*nets));
 	const char **rcpts = calloc(rep.n ? rep.n : 1, sizeof(*rcpts));
 	long long window = cfg.window ? cfg.window : cfg.delay;
 	size_t nf = 0, nd = 0, deferred = 0, waiting = 0, b, i;
 	char stamp[32];
-	struct tm tm;
-	time_t tt;
 
 	if (!fatal || !delays || !nets || !rcpts) {
-		fprintf(stderr, "greylistd: out of memory\n");
+		free(fatal);
+		free(delays);
+		free(nets);
+		free(rcpts);
+		op_error("out of memory");
 		return 1;
 	}
 	for (b = 0; b < SEEN_BUCKETS; b++)
@@ -3749,12 +3816,10 @@ static int report_print(void)
 			else
 				waiting++;
 		}
-	qsort(fatal, nf, sizeof(*fatal), cmp_first);
+	qsort(fatal, nf, sizeof(struct seen *), cmp_first);
 	for (i = 0; i < nf; i++) {
 		s = fatal[i];
-		tt = (time_t)s->first;
-		gmtime_r(&tt, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		format_time(stamp, sizeof(stamp), TS_UTC, (time_t)s->first);
 		printf("%s %u %s %s %s %s\n", stamp,
 		       s->defers[0] > s->defers[1] ? s->defers[0] : s->defers[1],
 		       s->addr, *s->name ? s->name : "unknown",
@@ -3776,7 +3841,7 @@ static int report_print(void)
 	free(delays);
 	free(nets);
 	free(rcpts);
-	return 0;
+	return flush_stdout();
 }
 
 /* cmd_report - read the logs, confirm with the database, print */
@@ -3795,8 +3860,8 @@ static int cmd_report(void)
 	if (cfg.nfiles == 0) {
 		rc = report_journal();
 		if (rc == 1) {
-			fprintf(stderr, "greylistd: no systemd journal to read"
-				" here: name log files, or - for stdin\n");
+			op_error("no systemd journal to read here: name log"
+				 " files, or - for stdin");
 			return 1;
 		}
 	}
@@ -3847,16 +3912,15 @@ static int parse_number(const struct option_spec *o, const char *s,
 	n = strtoll(s, &end, 10);
 	if (end == s || errno || n < 0 || !isdigit((unsigned char)*s))
 		return -1;
-	if (*end && o->kind == OPT_DURATION) {
+	if (*end) {
+		if (o->kind != OPT_DURATION || end[1])
+			return -1;
 		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 			if (*end == units[i].suffix)
-				mult = units[i].seconds;
-		if (mult == o->unit && *end != 's' && o->unit != 1)
+				break;
+		if (i == sizeof(units) / sizeof(units[0]))
 			return -1;
-		if (end[1] || (mult == 1 && *end != 's'))
-			return -1;
-	} else if (*end) {
-		return -1;
+		mult = units[i].seconds;
 	}
 	if (n > LLONG_MAX / mult)
 		return -1;
@@ -4044,8 +4108,11 @@ static int connection(int *in, int *out)
 	*out = 1;
 	if (!getenv("LISTEN_FDS"))
 		return 0;
-	if (!sd.handle)
+	if (sd_load() != 0) {
+		msg_error("LISTEN_FDS is set, but libsystemd.so.0 cannot be"
+			  " loaded to take the socket");
 		return -1;
+	}
 	if (sd.listen_fds(1) != 1) {
 		msg_error("expected exactly one socket from systemd");
 		return -1;
@@ -4109,7 +4176,7 @@ static int cmd_check(void)
 {
 	wl.report = 1;
 	wl_check_all(&cfg.whitelists);
-	return wl.problems ? 1 : 0;
+	return wl.problems || flush_stdout() ? 1 : 0;
 }
 
 /* The commands; serve is the policy service itself. */
@@ -4148,7 +4215,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 		else
 			printf("greylistd %s\n", VERSION);
-		return 0;
+		return flush_stdout();
 	}
 	open_log();
 	check_config();

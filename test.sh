@@ -258,6 +258,10 @@ t_options() {
 	newdir opt-units
 	out=$(req | gl --max-age=35 --retry-window=2 --delay=300 | actions | cut -c1-15)
 	expect "postgrey's bare numbers (days for max-age, retry-window) work" "DEFER_IF_PERMIT" "$out"
+	out=$(req | gl --max-age=35d --retry-window=2d --delay=5m --timeout=6m --lock-timeout=3s | actions | cut -c1-15)
+	expect "every suffix works on every duration (2d, 35d, 5m, 6m, 3s)" "DEFER_IF_PERMIT" "$out"
+	out=$(req | at +90000s "$GREYLISTD" --db="$D/db" --log-file="$D/log" --retry-window=24h | actions | cut -c1-15)
+	expect "--retry-window=24h: a retry after 25 hours starts over" "DEFER_IF_PERMIT" "$out"
 
 	newdir opt-text
 	out=$(req recipient=bob@Example.NET | gl --greylist-action=450 '--greylist-text=4.7.1 wait %s s for %r (100%%)' | actions)
@@ -276,6 +280,8 @@ t_options() {
 
 	out=$("$GREYLISTD" --version)
 	expect "--version" "greylistd 0.1" "$out"
+	"$GREYLISTD" --help > /dev/full
+	expect "--help into a full disk fails" 1 $?
 	"$GREYLISTD" --help | grep -q -- '--retry-window'
 	check "--help lists the options" test $? -eq 0
 }
