@@ -1011,7 +1011,8 @@ static int is_digest(const char *s)
 
 /* record_key - "KIND\n" then the parts joined by "\n" (newline never
  * occurs in a Postfix value, so no two keys collide), or when hashing
- * (--privacy) the SHA-256 of that joined text. -1 if it cannot fit. */
+ * (--privacy) the SHA-256 of that joined text; NUL-terminated, though
+ * the datum does not count the NUL. -1 if it cannot fit. */
 static int record_key(char kind, const char *const *parts, size_t n,
 		      int hash, char *key, size_t size, datum *out)
 {
@@ -1027,7 +1028,7 @@ static int record_key(char kind, const char *const *parts, size_t n,
 		len += plen;
 		key[len++] = '\n';
 	}
-	len--;				/* no newline after the last part */
+	key[--len] = 0;			/* no newline after the last part */
 	if (hash) {
 		char hex[65];
 
@@ -1135,7 +1136,7 @@ static const char *perl_escape(char c)
  * quantifiers (which match the same strings). Anything else Perl-only
  * (\b, look-arounds, back-references) is refused. 0 or -1 with *why. */
 static int translate_regex(const char *s, char *dst, size_t size,
-			   const char **why)
+			   size_t *len, const char **why)
 {
 	size_t o = 0;
 	int bracket = 0;
@@ -1189,6 +1190,7 @@ static int translate_regex(const char *s, char *dst, size_t size,
 		o += strlen(add);
 	}
 	dst[o] = 0;
+	*len = o;
 	if (bracket) {
 		*why = "unclosed [";
 		return -1;
@@ -1199,9 +1201,9 @@ static int translate_regex(const char *s, char *dst, size_t size,
 /* required_suffix - the literal text every match must end with, lower
  * case: the run of plain characters (or escaped punctuation) just before
  * a final "$", in an expression without "|". NULL when there is none. */
-static char *required_suffix(const char *re)
+static char *required_suffix(const char *re, size_t len)
 {
-	size_t len = strlen(re), start = 0, i, o = 0;
+	size_t start = 0, i, o = 0;
 	char *suffix;
 
 	if (len < 2 || re[len - 1] != '$' || re[len - 2] == '\\'
@@ -1303,7 +1305,7 @@ static int is_local_part(const char *s, size_t len)
  * value is lower-cased in place: entries point into the file's buffer. */
 static const char *parse_value(int side, char *v, struct wl_entry *e)
 {
-	size_t len = strlen(v);
+	size_t len = strlen(v), rlen;
 	char *at = strchr(v, '@');
 	const char *why = NULL;
 
@@ -1313,10 +1315,10 @@ static const char *parse_value(int side, char *v, struct wl_entry *e)
 		e->owned = malloc(6 * len);	/* "\w" grows six-fold */
 		if (!e->owned)
 			return "out of memory";
-		if (translate_regex(v + 1, e->owned, 6 * len, &why) != 0)
+		if (translate_regex(v + 1, e->owned, 6 * len, &rlen, &why) != 0)
 			return why;
 		e->text = e->owned;
-		e->suffix = required_suffix(e->text);
+		e->suffix = required_suffix(e->text, rlen);
 		return NULL;
 	}
 	lower(v, v);
@@ -1610,7 +1612,7 @@ static const struct wl_entry *wl_recipient(const char *rcpt)
 	size_t i;
 	int pass;
 
-	if (strlen(rcpt) >= sizeof(base))
+	if (strlen(rcpt) >= sizeof(base) || !wl.e)
 		return NULL;
 	plus = strcspn(rcpt, "+");
 	if (at && plus < local)
@@ -2538,8 +2540,9 @@ static void wl_report(void)
 #define SLICE_MS	40
 #define SLICE_PAUSE_MS	10
 
-/* Keys collected in one scan slice, to delete under one writer lock. */
-#define EXPIRE_BATCH	4000
+/* Expired keys collected in one pass over the database before they are
+ * deleted (about 100 bytes each): a bigger backlog takes several passes. */
+#define EXPIRE_MAX_KEYS	200000
 
 /* expired - the record has outlived its use: a triplet or client idle
  * past max-age, a triplet still pending after the retry window (its next
@@ -2578,21 +2581,47 @@ static long long elapsed_ms(const struct timespec *since)
 }
 
 struct batch {
-	datum key[EXPIRE_BATCH];
-	size_t n;
+	datum *key;
+	size_t n, cap;
 };
+
+/* batch_add - keep a copy of a key; -1 without memory */
+static int batch_add(struct batch *b, datum key)
+{
+	char *copy;
+
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 1024;
+		datum *p = realloc(b->key, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		b->key = p;
+		b->cap = cap;
+	}
+	if (!(copy = malloc((size_t)key.dsize)))
+		return -1;
+	memcpy(copy, key.dptr, (size_t)key.dsize);
+	b->key[b->n].dptr = copy;
+	b->key[b->n].dsize = key.dsize;
+	b->n++;
+	return 0;
+}
 
 /* batch_free - forget the collected keys */
 static void batch_free(struct batch *b)
 {
 	while (b->n > 0)
 		free(b->key[--b->n].dptr);
+	free(b->key);
+	memset(b, 0, sizeof(*b));
 }
 
 /* expire_scan - under one shared lock for at most SLICE_MS, visit keys
- * from *cursor (NULL: the first) and collect the expired ones. *cursor
- * becomes the next key to visit, or NULL at the end. -1 on a fault, or
- * when the cursor key vanished (GDBM can only go on from a key it has). */
+ * from *cursor (NULL: the first) and collect the expired ones, up to
+ * EXPIRE_MAX_KEYS. *cursor becomes the next key to visit, or NULL at the
+ * end. -1 on a fault, or when the cursor key vanished (GDBM can only go
+ * on from a key it has). */
 static int expire_scan(datum *cursor, struct batch *b, long long now,
 		       size_t *visited)
 {
@@ -2623,20 +2652,15 @@ static int expire_scan(datum *cursor, struct batch *b, long long now,
 	}
 	*cursor = (datum){ NULL, 0 };
 	while (rc == 0 && key.dptr) {
-		if (b->n == EXPIRE_BATCH || elapsed_ms(&start) >= SLICE_MS) {
+		if (b->n >= EXPIRE_MAX_KEYS || elapsed_ms(&start) >= SLICE_MS) {
 			*cursor = key;
 			key.dptr = NULL;
 			break;
 		}
 		value = gdbm_fetch(db.dbf, key);
-		if (value.dptr && expired(key, value, now)) {
-			b->key[b->n].dptr = malloc((size_t)key.dsize);
-			if (b->key[b->n].dptr) {
-				memcpy(b->key[b->n].dptr, key.dptr,
-				       (size_t)key.dsize);
-				b->key[b->n++].dsize = key.dsize;
-			}
-		}
+		if (value.dptr && expired(key, value, now)
+		    && batch_add(b, key) != 0)
+			rc = -1;
 		free(value.dptr);
 		(*visited)++;
 		next = gdbm_nextkey(db.dbf, key);
@@ -2681,27 +2705,35 @@ static int expire_delete(struct batch *b, long long now, size_t *deleted)
 	return 0;
 }
 
-/* expire - delete what has outlived its use, in slices: a shared lock to
- * collect keys (GDBM skips keys deleted while iterating), then the
- * writer lock to delete them, a pause between slices. A key that another
- * process inserts meanwhile may move past the cursor and be missed until
- * the next run. */
+/* expire - delete what has outlived its use. A pass visits every record
+ * in slices under the shared lock and collects the expired keys; only
+ * then are they deleted, in slices under the writer lock (GDBM's
+ * iteration skips keys when the table changes under it). A pause between
+ * slices lets waiting requests in. A key moved by another process's
+ * insert during the pass may be missed until the next run. */
 static int expire(long long now, size_t *visited, size_t *deleted)
 {
-	static struct batch b;
+	struct batch b = { NULL, 0, 0 };
 	datum cursor = { NULL, 0 };
 	struct timespec start = now_mono();
-	int rc;
+	int rc = 0, pass, full;
 
-	do {
-		rc = expire_scan(&cursor, &b, now, visited);
+	for (pass = 0; pass < 100 && rc == 0; pass++) {
+		*visited = 0;
+		do {
+			rc = expire_scan(&cursor, &b, now, visited);
+			full = b.n >= EXPIRE_MAX_KEYS;
+			if (rc == 0 && cursor.dptr && !full)
+				pause_ms(SLICE_PAUSE_MS);
+		} while (rc == 0 && cursor.dptr && !full);
+		free(cursor.dptr);
+		cursor = (datum){ NULL, 0 };
 		if (rc == 0)
 			rc = expire_delete(&b, now, deleted);
 		batch_free(&b);
-		if (rc == 0 && cursor.dptr)
-			pause_ms(SLICE_PAUSE_MS);
-	} while (rc == 0 && cursor.dptr);
-	free(cursor.dptr);
+		if (!full)
+			break;		/* a whole pass: done */
+	}
 	if (rc != 0)
 		msg_warn("expiry of %s stopped after %zu records: the database"
 			 " could not be read or changed too much; the next run"
@@ -3011,10 +3043,11 @@ static void print_escaped(const char *p, size_t len)
 {
 	size_t i;
 
+	/* Errors of these writes are seen once, by flush_stdout(). */
 	if (len == 0)
-		fputs(" <>", stdout);
+		(void)fputs(" <>", stdout);
 	else
-		putchar(' ');
+		(void)putchar(' ');
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)p[i];
 
@@ -3197,11 +3230,11 @@ static int unescape(const char *s, char *out, size_t size, size_t *len)
 /* load_line - one dump line into a key and a value; NULL, or what is
  * wrong with it */
 static const char *load_line(char *line, char *key, size_t ksize, datum *k,
-			     char *val, datum *v)
+			     char *val, size_t vsize, datum *v)
 {
 	static char part[3][MAX_LINE * 4 + 1];
-	const char *parts[3], *word[8];
-	long long f[T_FIELDS], scratch[T_FIELDS];
+	const char *parts[3], *word[8] = { NULL };
+	long long f[T_FIELDS] = { 0 }, scratch[T_FIELDS];
 	size_t nw = 0, i, j, plen;
 	char *save = NULL, *w;
 	char *end;
@@ -3217,7 +3250,7 @@ static const char *load_line(char *line, char *key, size_t ksize, datum *k,
 		if (nw != 3 || unescape(word[1], key, ksize, &plen) != 0)
 			return "bad X record";
 		*k = (datum){ key, (int)plen };
-		if (unescape(word[2], val, MAX_RECORD * 4, &plen) != 0)
+		if (unescape(word[2], val, vsize, &plen) != 0)
 			return "bad X record";
 		*v = (datum){ val, (int)plen };
 		return NULL;
@@ -3230,7 +3263,7 @@ static const char *load_line(char *line, char *key, size_t ksize, datum *k,
 	if (nw != 1 + (size_t)kinds[i].nf + (size_t)kinds[i].nparts
 	    && nw != 2 + (size_t)kinds[i].nf)
 		return "wrong number of fields";
-	for (j = 0; j < (size_t)kinds[i].nf; j++) {
+	for (j = 0; j < (size_t)kinds[i].nf && 1 + j < nw; j++) {
 		errno = 0;
 		f[j] = strtoll(word[1 + j], &end, 10);
 		if (errno || *end || f[j] < 0 || f[j] > MAX_TIME
@@ -3248,7 +3281,7 @@ static const char *load_line(char *line, char *key, size_t ksize, datum *k,
 	if (record_key(word[0][0], parts, j, cfg.privacy && word[0][0] != 'M'
 		       && !(j == 1 && is_digest(parts[0])), key, ksize, k) != 0)
 		return "too long";
-	*v = record_encode(val, MAX_RECORD, f, kinds[i].nf);
+	*v = record_encode(val, vsize, f, kinds[i].nf);
 	if (word[0][0] == 'T' && !triplet_record(*v, scratch))
 		return "times out of order";
 	return NULL;
@@ -3283,7 +3316,8 @@ static int cmd_load(void)
 		}
 		if (line[0] == '#' || line[0] == 0)
 			continue;
-		if ((why = load_line(line, key, sizeof(key), &k, val, &v))) {
+		if ((why = load_line(line, key, sizeof(key), &k, val, sizeof(val),
+				     &v))) {
 			op_error("stdin:%lu: %s", n, why);
 			bad++;
 			continue;
@@ -3637,7 +3671,7 @@ static int report_file(const char *path)
 		rc = -1;
 	}
 	if (f != stdin)
-		fclose(f);
+		(void)fclose(f);	/* read only: nothing to lose */
 	return rc;
 }
 
@@ -4149,11 +4183,13 @@ static void usage(FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "usage: greylistd [COMMAND] [--option=value ...]\n"
+	/* Errors of these writes are seen by the caller's flush_stdout(). */
+	(void)fprintf(f, "usage: greylistd [COMMAND] [--option=value ...]\n"
 		"commands: serve (the default), check, stats, dump, load,"
 		" expire, report\n");
 	for (i = 0; i < NOPTIONS; i++)
-		fprintf(f, "  --%-20s %s\n", options[i].name, options[i].help);
+		(void)fprintf(f, "  --%-20s %s\n", options[i].name,
+			      options[i].help);
 }
 
 /* setup_signals - SIGPIPE would kill us on a closed connection; SIGALRM
@@ -4200,8 +4236,11 @@ int main(int argc, char **argv)
 	int in, out, rc;
 
 	setup_signals();
+	/* Under systemd, log to the journal, when it listens: with no
+	 * journald, sd_journal_sendv succeeds and the line would be lost. */
 	if (getenv("INVOCATION_ID") || getenv("LISTEN_FDS"))
-		use_journal = sd_load() == 0 && getenv("INVOCATION_ID");
+		use_journal = sd_load() == 0 && getenv("INVOCATION_ID")
+			&& access("/run/systemd/journal/socket", W_OK) == 0;
 	if (argc > 1 && argv[1][0] != '-') {
 		for (c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
 			if (strcmp(argv[1], commands[c].name) == 0)
@@ -4233,7 +4272,9 @@ int main(int argc, char **argv)
 	rc = serve(in, out);
 	/* Under systemd the unit's processes are killed when the main one
 	 * exits: let a maintenance child finish first. The connection is
-	 * closed before, so that the client does not wait for it. */
+	 * shut down before, so that the client does not wait for it (close
+	 * alone would not end it: systemd keeps a copy of the socket). */
+	shutdown(in, SHUT_RDWR);		/* systemd holds a copy of it */
 	close(in);
 	close(out);
 	while (wait(NULL) > 0 || errno == EINTR)

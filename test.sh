@@ -431,6 +431,22 @@ t_sockets() {
 }
 
 . tests/postfix.sh
+. tests/ops.sh
+. tests/systemd.sh
+
+# --- static analysis ----------------------------------------------------------
+
+t_analyze() {
+	local out tool
+	out=$(tests/analyze.sh greylistd.c 2>&1)
+	for tool in "gcc -fanalyzer" cppcheck clang-tidy; do
+		if echo "$out" | grep -q "^analyze: $tool: clean"; then
+			pass "$tool finds nothing"
+		else
+			fail "$tool finds nothing" "$(echo "$out" | grep -v '^analyze' | head -n 20)"
+		fi
+	done
+}
 
 # --- whitelists ------------------------------------------------------------
 
@@ -597,7 +613,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl postfix"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"

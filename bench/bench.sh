@@ -28,7 +28,7 @@
 # answer was wrong, a request failed, or a log shows a fault; 2 when the
 # bench itself could not run.
 #
-# Knobs: BENCH_ROUNDS (3), BENCH_SECS (seconds per turn, 3), BENCH_SIZES
+# Knobs: BENCH_ROUNDS (4), BENCH_SECS (seconds per turn, 2.5), BENCH_SIZES
 # ("1000 100000 1000000"), BENCH_MAIN (size for workloads 1-4, 100000),
 # BENCH_OUT, CC, TMPDIR.
 
@@ -36,8 +36,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-ROUNDS=${BENCH_ROUNDS:-3}
-SECS=${BENCH_SECS:-3}
+ROUNDS=${BENCH_ROUNDS:-4}
+SECS=${BENCH_SECS:-2.5}
 SIZES=${BENCH_SIZES:-"1000 100000 1000000"}
 MAIN=${BENCH_MAIN:-100000}
 OUT=${BENCH_OUT:-$HERE/results.md}
@@ -162,8 +162,11 @@ start_postgrey() {		# start_postgrey DBDIR - and time exec to answer
 
 # --- measuring -----------------------------------------------------------------
 
+# the log lines the bench's requests call for: anything else (fail-open,
+# a warning, an error) is reported
+DECISION=': action=(greylist, reason=(new|early-retry \([0-9]+s missing\))|pass, reason=triplet found), client_name='
 RAW=$W/raw.tsv
-printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\n' >"$RAW"
+printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\tturn_rps_min\tturn_rps_max\n' >"$RAW"
 RUNID=0
 declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK)
 
@@ -175,10 +178,10 @@ add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
 measure() {
 	local name=$1 records=$2 systems=$3; shift 3
 	local r sys order out rc lines0=0 lines1 n
-	local -A tn=() tsecs=() twrong=() terrors=()
+	local -A tn=() tsecs=() twrong=() terrors=() trps=()
 	for sys in $systems; do
 		rm -f "$W/lat.$sys"
-		tn[$sys]=0 tsecs[$sys]=0 twrong[$sys]=0 terrors[$sys]=0
+		tn[$sys]=0 tsecs[$sys]=0 twrong[$sys]=0 terrors[$sys]=0 trps[$sys]=
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
 		order=$systems
@@ -196,15 +199,17 @@ measure() {
 			n=$(field n "$out")
 			tn[$sys]=$((tn[$sys] + n))
 			tsecs[$sys]=$(add "${tsecs[$sys]}" "$(field secs "$out")")
+			trps[$sys]+=" $(field rps "$out")"
 			twrong[$sys]=$((twrong[$sys] + $(field wrong "$out")))
 			terrors[$sys]=$((terrors[$sys] + $(field errors "$out")))
 			((rc == 0)) || problem "$name/$sys: $(field wrong "$out") wrong answers, $(field errors "$out") failed requests: $(grep -v '^$' "$W/client.err" | head -n 3 | tr '\n' ' ')"
 			if [ "$sys" = greylistd ]; then
-				lines1=$(wc -l <"$GL_LOG")
-				((lines1 - lines0 == n)) || problem "$name: greylistd logged $((lines1 - lines0)) lines for $n answers"
-				tail -n +$((lines0 + 1)) "$GL_LOG" \
-				| grep -E 'fail-open|warning:|error:|bad request' \
-				| head -n 3 | while IFS= read -r l; do
+				# one decision line per answer, and nothing else
+				tail -n +$((lines0 + 1)) "$GL_LOG" >"$W/turn.log"
+				lines1=$(grep -cE "$DECISION" "$W/turn.log" || true)
+				((lines1 == n)) || problem "$name: greylistd logged $lines1 decisions for $n answers"
+				grep -vE "$DECISION" "$W/turn.log" | head -n 3 \
+				| while IFS= read -r l; do
 					problem "$name: greylistd's log: $l"
 				done || true
 			fi
@@ -214,10 +219,11 @@ measure() {
 		local pcts rps
 		pcts=$("$C" -R "$W/lat.$sys")
 		rps=$(awk -v n="${tn[$sys]}" -v s="${tsecs[$sys]}" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$sys" \
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$sys" \
 			"$records" "${tn[$sys]}" "${tsecs[$sys]}" "$rps" \
 			"$(field p50_us "$pcts")" "$(field p99_us "$pcts")" \
-			"${twrong[$sys]}" "${terrors[$sys]}" >>"$RAW"
+			"${twrong[$sys]}" "${terrors[$sys]}" \
+			"$(printf '%s\n' ${trps[$sys]} | sort -n | sed -n '1p;$p' | paste -sd'\t' -)" >>"$RAW"
 		say "bench:   $name at $records: $sys $rps req/s, p50 $(field p50_us "$pcts") us, p99 $(field p99_us "$pcts") us"
 	done
 }
@@ -338,6 +344,11 @@ row() {				# row WORKLOAD RECORDS LABEL
 		"$(ratio "$g" "$p")"
 }
 
+spread() {			# spread SYSTEM - largest (max-min)/max of a turn, %
+	awk -F'\t' -v s="$1" 'NR > 1 && $2 == s && $12 > 0 {
+		d = ($12 - $11) / $12 * 100; if (d > m) m = d } END { printf "%.0f", m }' "$RAW"
+}
+
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 CORES=$(nproc)
 FS=$(df -PT "$W" | awk 'NR == 2 { print $2 }')
@@ -372,7 +383,9 @@ g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 	done
 	echo
 	echo "Rows 5 at $(human "$MAIN") records are rows 1 and 2. New triplets grow each"
-	echo "database by at most max(records/10, 1000)."
+	echo "database by at most max(records/10, 1000). From one turn to the next, req/s"
+	echo "varied by up to $(spread greylistd)% for greylistd and $(spread postgrey)% for postgrey"
+	echo "(slowest turn against fastest; bench/out/raw.tsv has each workload's range)."
 	echo
 	echo "| | greylistd | postgrey |"
 	echo "|---|---|---|"

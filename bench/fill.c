@@ -1,9 +1,10 @@
 /*
  * fill.c - write a greylistd database directly, for the bench.
  *
- *	fill DB KNOWN PENDING NOW
+ *	fill DB KNOWN PENDING NOW [BLOCK_SIZE]
  *
- * creates DB (GDBM, as greylistd would create it: default block size)
+ * creates DB (GDBM, as greylistd would create it: the default block size
+ * unless BLOCK_SIZE is given)
  * with KNOWN passed triplets and PENDING triplets deferred 60 s before
  * NOW, in the record layout the README documents:
  *
@@ -98,8 +99,8 @@ int main(int argc, char **argv)
 	GDBM_FILE db;
 	char check[160];
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: fill DB KNOWN PENDING NOW\n");
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: fill DB KNOWN PENDING NOW [BLOCK_SIZE]\n");
 		return 2;
 	}
 	known = strtoul(argv[2], NULL, 10);
@@ -120,7 +121,8 @@ int main(int argc, char **argv)
 		}
 	}
 
-	db = gdbm_open(argv[1], 0, GDBM_NEWDB | GDBM_NOLOCK, 0600, NULL);
+	db = gdbm_open(argv[1], argc == 6 ? atoi(argv[5]) : 0,
+		       GDBM_NEWDB | GDBM_NOLOCK, 0600, NULL);
 	if (!db) {
 		fprintf(stderr, "fill: %s: %s\n", argv[1],
 			gdbm_strerror(gdbm_errno));

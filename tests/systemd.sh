@@ -3,8 +3,7 @@
 # the helpers of tests/lib.sh and the environment GREYLISTD (the built
 # binary) and WORK (a temp dir).
 #
-# Without systemd as PID 1 the units cannot be started here. What can be
-# checked is checked for real:
+# Checked for real, without systemd as PID 1:
 #   - systemd-analyze verify and security --offline on copies of the units
 #     whose ExecStart names the built binary (verify fails on a missing one);
 #   - the settings that keep the socket working under load;
@@ -13,9 +12,12 @@
 #   - the journal path: a private systemd-journald, started by hand in its
 #     own mount, network and PID namespaces, receives greylistd's lines, with
 #     their GREYLISTD_* fields, from a connection made over loopback TCP as
-#     the socket unit would make it. Nothing outside $WORK and the namespace
-#     is touched; everything started is stopped by PID, and the namespace's
-#     PID 1 takes down anything left when it exits.
+#     the socket unit would make it.
+# As root (GREYLISTD_LIVE=0 leaves it out): the units themselves, under a
+# real systemd booted as PID 1 of private namespaces (see sd_live).
+# Nothing outside $WORK and the namespaces is touched (sd_live adds and
+# removes one cgroup); everything started is stopped by PID, and a
+# namespace's PID 1 takes down anything left when it exits.
 
 SD_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SD_SOCKET=$SD_SRC/greylistd.socket
@@ -220,7 +222,9 @@ sd_syscalls() {
 		[ -n "$line" ] || { : > "$D/allowed"; : > "$D/denied"; first=; continue; }
 		case $line in
 		"~"*) sd_expand ${line#\~} >> "$D/denied"; first=${first:-deny} ;;
-		*) sd_expand $line >> "$D/allowed"; first=${first:-allow} ;;
+		*) # an allow list starts from @default (systemd adds it)
+		   [ -n "$first" ] || sd_expand @default >> "$D/allowed"
+		   sd_expand $line >> "$D/allowed"; first=${first:-allow} ;;
 		esac
 	done < <(sd_all "$SD_SERVICE" Service SystemCallFilter)
 	if [ -z "$first" ]; then
@@ -243,7 +247,7 @@ sd_syscalls() {
 
 # sd_journal - greylistd under INVOCATION_ID logs to a real journald
 sd_journal() {
-	local journald= p rc inv=0123456789abcdef0123456789abcdef export
+	local journald= p rc inv=0123456789abcdef0123456789abcdef ex
 
 	for p in /lib/systemd/systemd-journald /usr/lib/systemd/systemd-journald; do
 		[ -x "$p" ] && { journald=$p; break; }
@@ -254,7 +258,7 @@ sd_journal() {
 	if [ "$(id -u)" -ne 0 ]; then
 		skip "systemd: journal fields" "needs root for private mount/PID/network namespaces (unshare)"; return
 	fi
-	for p in unshare journalctl systemd-socket-activate socat ip; do
+	for p in unshare journalctl systemd-socket-activate socat ip faketime; do
 		command -v $p >/dev/null || { skip "systemd: journal fields" "$p missing"; return; }
 	done
 	newdir systemd-journal
@@ -311,28 +315,28 @@ sd_journal() {
 	kill $jpid; wait $jpid
 	echo "journald exit $?" >> "$D/journald.out"
 	EOF
-	timeout 60 unshare --mount --net --pid --fork --mount-proc --kill-child \
+	timeout -s KILL 60 unshare --mount --net --pid --fork --mount-proc --kill-child \
 		bash "$D/inner.sh" "$D" "$GREYLISTD" "$journald" "$inv" > "$D/inner.out" 2>&1; rc=$?
 	expect "journal: the namespace with its own journald ran (see $D/inner.out)" 0 "$rc"
 	expect "journal: greylistd answered over loopback TCP" \
 		"action=DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$(grep '^action=' "$D/reply.new" 2>/dev/null)"
 	expect_grep "journal: journald stopped cleanly" '^journald exit 0$' "$D/journald.out"
 
-	export=$D/greylist.export
+	ex=$D/greylist.export
 	journalctl --directory="$D/journal" --no-pager -o export GREYLISTD_ACTION=greylist \
-		> "$export" 2>"$D/journalctl.err"
-	expect "journal: one greylist entry per new triplet" 2 "$(grep -c '^GREYLISTD_ACTION=greylist$' "$export")"
-	expect_grep "journal: GREYLISTD_REASON=new" '^GREYLISTD_REASON=new$' "$export"
-	expect_grep "journal: GREYLISTD_CLIENT_ADDRESS" '^GREYLISTD_CLIENT_ADDRESS=192\.0\.2\.10$' "$export"
-	expect_grep "journal: GREYLISTD_CLIENT_NAME" '^GREYLISTD_CLIENT_NAME=mail\.example\.com$' "$export"
-	expect_grep "journal: GREYLISTD_SENDER" '^GREYLISTD_SENDER=alice@example\.com$' "$export"
-	expect_grep "journal: GREYLISTD_RECIPIENT" '^GREYLISTD_RECIPIENT=bob@example\.net$' "$export"
+		> "$ex" 2>"$D/journalctl.err"
+	expect "journal: one greylist entry per new triplet" 2 "$(grep -c '^GREYLISTD_ACTION=greylist$' "$ex")"
+	expect_grep "journal: GREYLISTD_REASON=new" '^GREYLISTD_REASON=new$' "$ex"
+	expect_grep "journal: GREYLISTD_CLIENT_ADDRESS" '^GREYLISTD_CLIENT_ADDRESS=192\.0\.2\.10$' "$ex"
+	expect_grep "journal: GREYLISTD_CLIENT_NAME" '^GREYLISTD_CLIENT_NAME=mail\.example\.com$' "$ex"
+	expect_grep "journal: GREYLISTD_SENDER" '^GREYLISTD_SENDER=alice@example\.com$' "$ex"
+	expect_grep "journal: GREYLISTD_RECIPIENT" '^GREYLISTD_RECIPIENT=bob@example\.net$' "$ex"
 	expect_grep "journal: MESSAGE is the postgrey-format line" \
-		'^MESSAGE=action=greylist, reason=new, client_name=mail\.example\.com, client_address=192\.0\.2\.10, sender=alice@example\.com, recipient=bob@example\.net$' "$export"
-	expect_grep "journal: SYSLOG_IDENTIFIER=greylistd" '^SYSLOG_IDENTIFIER=greylistd$' "$export"
-	expect_grep "journal: SYSLOG_FACILITY=2 (mail)" '^SYSLOG_FACILITY=2$' "$export"
-	expect_grep "journal: PRIORITY=6 (info)" '^PRIORITY=6$' "$export"
-	expect_grep "journal: sent over the native protocol (_TRANSPORT=journal)" '^_TRANSPORT=journal$' "$export"
+		'^MESSAGE=action=greylist, reason=new, client_name=mail\.example\.com, client_address=192\.0\.2\.10, sender=alice@example\.com, recipient=bob@example\.net$' "$ex"
+	expect_grep "journal: SYSLOG_IDENTIFIER=greylistd" '^SYSLOG_IDENTIFIER=greylistd$' "$ex"
+	expect_grep "journal: SYSLOG_FACILITY=2 (mail)" '^SYSLOG_FACILITY=2$' "$ex"
+	expect_grep "journal: PRIORITY=6 (info)" '^PRIORITY=6$' "$ex"
+	expect_grep "journal: sent over the native protocol (_TRANSPORT=journal)" '^_TRANSPORT=journal$' "$ex"
 
 	journalctl --directory="$D/journal" --no-pager -o export GREYLISTD_ACTION=pass \
 		> "$D/pass.export" 2>>"$D/journalctl.err"
@@ -342,6 +346,214 @@ sd_journal() {
 		> "$D/greylist.json" 2>>"$D/journalctl.err"
 	expect_grep "journal: journalctl GREYLISTD_ACTION=greylist -o json shows the fields" \
 		'"GREYLISTD_REASON":"new"' "$D/greylist.json"
+}
+
+# --- live: the units under a real systemd ------------------------------------
+#
+# Unless GREYLISTD_LIVE=0: boots systemd as PID 1 of new mount, PID,
+# network, UTS, IPC and cgroup namespaces, on an overlay of / whose writes go
+# to $WORK, with only greylistd's units and journald's (SYSTEMD_UNIT_PATH).
+# The units are used as they are, with the binary at their ExecStart path
+# in the overlay. It needs root and cgroup2, and it creates (and removes) one
+# cgroup below the test's own: that is outside $WORK, hence opt-in.
+
+# sd_in CMD... - run CMD in the container
+sd_in() { nsenter -t "$SD_PID" -a "$@"; }
+
+sd_live_units() {
+	local u=$D/upper/gltest/units t sd
+	mkdir -p "$u" "$D/upper/usr/sbin" "$D/upper/etc/greylistd"
+	cp "$GREYLISTD" "$D/upper/usr/sbin/greylistd"
+	cp "$SD_SOCKET" "$SD_SERVICE" "$u/"
+	# the same units with MaxConnections=10, to overrun it cheaply
+	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
+		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
+	cp "$SD_SERVICE" "$u/glsmall@.service"
+	for t in sysinit basic sockets shutdown; do
+		printf '[Unit]\nDefaultDependencies=no\n' > "$u/$t.target"
+	done
+	for sd in /lib/systemd/system /usr/lib/systemd/system; do
+		[ -f $sd/systemd-journald.service ] && break
+	done
+	cp $sd/systemd-journald.socket $sd/systemd-journald-dev-log.socket "$u/"
+	sed -e 's/ systemd-journald-audit.socket//g' -e 's/ syslog.socket//g' \
+		$sd/systemd-journald.service > "$u/systemd-journald.service"
+	printf '[Unit]\nWants=systemd-journald.socket systemd-journald.service greylistd.socket glsmall.socket\n' \
+		> "$u/gltest.target"
+	cp /etc/passwd /etc/group "$D/upper/etc/"
+	echo '# no entries' > "$D/upper/etc/greylistd/whitelist"
+	SD_UID=$(awk -F: '{ u[$3] = 1 } END { for (i = 999; i > 100; i--) if (!(i in u)) { print i; exit } }' /etc/passwd /etc/group)
+	echo "greylistd:x:$SD_UID:$SD_UID::/var/lib/greylistd:/usr/sbin/nologin" >> "$D/upper/etc/passwd"
+	echo "greylistd:x:$SD_UID:" >> "$D/upper/etc/group"
+
+	cat > "$D/inner.sh" <<-'EOF'
+	set -e
+	D=$1 R=$1/root
+	mount -t overlay overlay -o lowerdir=/,upperdir=$D/upper,workdir=$D/work $R
+	mount -t proc proc $R/proc
+	mount --bind $R/proc/sys $R/proc/sys
+	mount -o remount,bind,ro $R/proc/sys
+	mount -t sysfs -o ro sysfs $R/sys
+	mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
+	mount -t tmpfs -o mode=0755 tmpfs $R/dev
+	for d in null zero full random urandom tty; do
+		touch $R/dev/$d; mount --bind /dev/$d $R/dev/$d
+	done
+	mkdir $R/dev/pts $R/dev/shm
+	mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts
+	ln -s pts/ptmx $R/dev/ptmx
+	touch $R/dev/console; mount --bind $D/console.log $R/dev/console
+	mount -t tmpfs -o mode=0755 tmpfs $R/run
+	mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+	cd $R; mkdir -p oldroot; pivot_root . oldroot; umount -l /oldroot
+	exec /usr/bin/env -i container=greylistd-test SYSTEMD_UNIT_PATH=/gltest/units \
+		/lib/systemd/systemd --unit=gltest.target --log-target=journal
+	EOF
+
+	# client.sh lat N | eof | hold N PORT - clients run in the container
+	cat > "$D/upper/gltest/client.sh" <<-'EOF'
+	ask() { # ask PORT FILE - one connection, one request; the reply's first line
+		exec 5<>/dev/tcp/127.0.0.1/$1 || return 1
+		cat "$2" >&5
+		IFS= read -r -t 10 line <&5 && echo "$line"
+		exec 5<&-
+	}
+	case $1 in
+	lat)	for i in $(seq $2); do
+			t=$EPOCHREALTIME; r=$(ask 10023 /gltest/req.data)
+			[ "$r" = action=DUNNO ] || echo bad
+			echo $(( (${EPOCHREALTIME/./} - ${t/./}) / 1000 ))
+			sleep 0.02
+		done ;;
+	eof)	exec 5<>/dev/tcp/127.0.0.1/10023
+		cat /gltest/req.rcpt >&5
+		IFS= read -r -t 10 line <&5; echo "$line"; read -r -t 10 <&5
+		t=$EPOCHREALTIME
+		printf 'request=bogus\n\n' >&5
+		while IFS= read -r -t 30 line <&5; do :; done
+		echo $(( (${EPOCHREALTIME/./} - ${t/./}) / 1000 )) ;;
+	hold)	for i in $(seq $2); do
+			( exec 5<>/dev/tcp/127.0.0.1/$3 && cat /gltest/req.data >&5 \
+			  && IFS= read -r -t 10 line <&5 && echo "$line"; sleep 3 ) > /tmp/hold.$i 2>/dev/null &
+		done
+		wait; cat /tmp/hold.* | grep -c '^action=' ;;
+	esac
+	EOF
+	req > "$D/upper/gltest/req.rcpt"
+	req protocol_state=DATA > "$D/upper/gltest/req.data"
+}
+
+sd_live() {
+	local p cgmnt cgpath upid i state out lat
+
+	if [ "${GREYLISTD_LIVE:-1}" = 0 ]; then
+		skip "systemd live: the units under a real systemd" \
+			"left out with GREYLISTD_LIVE=0 (it boots systemd as PID 1 in private namespaces and adds a cgroup below the test's own)"
+		return
+	fi
+	[ "$(id -u)" -eq 0 ] || { skip "systemd live" "needs root"; return; }
+	for p in unshare nsenter pivot_root socat flock; do
+		command -v $p >/dev/null || { skip "systemd live" "$p missing"; return; }
+	done
+	cgmnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+	cgpath=$(sed -n 's/^0:://p' /proc/self/cgroup)
+	[ -n "$cgmnt" ] && [ -n "$cgpath" ] || { skip "systemd live" "no cgroup2 hierarchy"; return; }
+	newdir systemd-live
+	mkdir -p "$D/upper" "$D/work" "$D/root"
+	: > "$D/console.log"
+	sd_live_units
+	SD_CG=$cgmnt${cgpath%/}/greylistd-test-$$
+	mkdir "$SD_CG" || { skip "systemd live" "cannot create a cgroup in $cgmnt$cgpath"; return; }
+
+	unshare --mount --pid --fork --net --uts --ipc --kill-child --propagation private \
+		bash -c 'echo 0 > "$1/cgroup.procs" && exec unshare --cgroup bash "$2/inner.sh" "$2"' \
+		sh "$SD_CG" "$D" > "$D/unshare.out" 2>&1 &
+	upid=$!
+	SD_PID=
+	for i in $(seq 200); do
+		SD_PID=$(ps -o pid= --ppid $upid | tr -d ' ')
+		[ -n "$SD_PID" ] && [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = systemd ] && \
+			state=$(sd_in systemctl is-system-running 2>/dev/null) && \
+			case $state in running|degraded) break ;; esac
+		sleep 0.1
+	done
+	if [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" != systemd ] || [ "$state" != running ]; then
+		fail "systemd live: systemd boots in the namespaces" \
+			"state [$state]; $(tail -n 3 "$D/unshare.out" "$D/console.log" 2>/dev/null | tr '\n' ' ')"
+	else
+		pass "systemd live: systemd $(sd_in systemctl --version | awk 'NR == 1 { print $2 }') runs as PID 1 of the namespaces"
+		sd_live_checks
+	fi
+
+	[ -n "$SD_PID" ] && kill -KILL "$SD_PID" 2>/dev/null
+	kill "$upid" 2>/dev/null
+	wait "$upid" 2>/dev/null
+	find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	check "systemd live: its cgroup is removed again" test ! -e "$SD_CG"
+}
+
+sd_live_checks() {
+	local out lat holder
+
+	expect "live: greylistd.socket listening" "active" "$(sd_in systemctl is-active greylistd.socket)"
+	out=$(sd_in socat -t 5 - TCP:127.0.0.1:10023 < "$D/upper/gltest/req.rcpt" | grep '^action=')
+	expect "live: a connection to 127.0.0.1:10023 is greylisted" \
+		"action=DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$out"
+	sleep 0.5
+	sd_in journalctl --no-pager -o export GREYLISTD_ACTION=greylist > "$D/greylist.export"
+	expect_grep "live: journal entry from a greylistd@ instance" '^_SYSTEMD_UNIT=greylistd@[0-9]+-127\.0\.0\.1:10023-127\.0\.0\.1:[0-9]+\.service$' "$D/greylist.export"
+	expect_grep "live: with GREYLISTD_REASON=new" '^GREYLISTD_REASON=new$' "$D/greylist.export"
+	expect_grep "live: logged as user greylistd (uid $SD_UID)" "^_UID=$SD_UID\$" "$D/greylist.export"
+	expect_grep "live: without capabilities" '^_CAP_EFFECTIVE=0$' "$D/greylist.export"
+	expect "live: StateDirectory /var/lib/greylistd: greylistd, 700" "greylistd 700" \
+		"$(sd_in stat -c '%U %a' /var/lib/greylistd)"
+	expect "live: the database: greylistd, 600" "greylistd 600" \
+		"$(sd_in stat -c '%U %a' /var/lib/greylistd/greylistd.db)"
+
+	# A protocol violation: the instance exits 76, fails, and is collected.
+	printf 'request=bogus\n\n' | sd_in socat -t 5 - TCP:127.0.0.1:10023 >/dev/null
+	sleep 0.5
+	sd_in journalctl --no-pager -o cat > "$D/journal.txt"
+	expect_grep "live: an instance failing with status 76 is logged" \
+		"greylistd@.*status=76" "$D/journal.txt"
+	expect "live: and collected (CollectMode): no greylistd@ unit failed or loaded" "" \
+		"$(sd_in systemctl list-units --all --plain --no-legend 'greylistd@*' | grep -v '^$')"
+
+	# More connections than MaxConnections: the surplus is refused, the
+	# socket stays up (trigger limit off), the next connection is served.
+	out=$(sd_in bash /gltest/client.sh hold 40 10031)
+	expect "live: 40 connections on MaxConnections=10: 10 served" 10 "$out"
+	expect "live: the socket unit survives the overrun" active "$(sd_in systemctl is-active glsmall.socket)"
+	expect "live: the 30 over the limit were refused" "NRefused=30" \
+		"$(sd_in systemctl show glsmall.socket -p NRefused)"
+	out=$(sd_in socat -t 5 - TCP:127.0.0.1:10031 < "$D/upper/gltest/req.data" | grep '^action=')
+	expect "live: and the next connection is served" "action=DUNNO" "$out"
+
+	# Spawn cost: connect to first answer, fresh instance each time.
+	sd_in bash /gltest/client.sh lat 30 > "$D/lat.txt"
+	lat=$(grep -v bad "$D/lat.txt" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+	expect "live: 30 fresh instances all answered" 0 "$(grep -c bad "$D/lat.txt")"
+	check "live: connect to first answer, median ${lat} ms (hardened instance started per connection)" \
+		test "${lat:-99999}" -lt 1000
+
+	# greylistd closes the connection (protocol violation) while a
+	# maintenance child still runs: PID 1 holds its own copy of the
+	# connection until the unit is gone, so only shutdown(2) ends it at once.
+	# A whitelist with a bad line makes every process fork a child after
+	# its first RCPT answer, to report it; the child waits for the lock.
+	sd_in sh -c "printf 'client /[/\n' > /etc/greylistd/whitelist"
+	sd_in flock -x /var/lib/greylistd/greylistd.db sleep 6 &
+	holder=$!
+	sleep 0.3
+	out=$(sd_in bash /gltest/client.sh eof)
+	wait $holder
+	sleep 0.5
+	expect "live: eof test: the request is answered (fail-open, lock held)" "action=DUNNO" "$(echo "$out" | head -n 1)"
+	sd_in journalctl --no-pager -o cat > "$D/journal.txt"
+	expect_grep "live: eof test: a maintenance child ran (the bad whitelist line is reported)" \
+		'whitelist:1: .*line skipped' "$D/journal.txt"
+	check "live: after a protocol violation the client sees EOF at once, not when maintenance ends ($(echo "$out" | tail -n 1) ms)" \
+		test "$(echo "$out" | tail -n 1)" -lt 1000
 }
 
 t_systemd() {
@@ -354,4 +566,5 @@ t_systemd() {
 	sd_settings
 	sd_journal
 	sd_syscalls
+	sd_live
 }
