@@ -98,9 +98,33 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
+# install - the binary, the units (with this SBINDIR in ExecStart), the
+# man page, the whitelist (an admin's own is never overwritten) and the
+# greylistd system user (sysusers.d). With DESTDIR, nothing outside it is
+# touched, and an ordinary user can run it.
+SYSUSERSDIR ?= /usr/lib/sysusers.d
 install: greylistd
-	install -d $(DESTDIR)$(SBINDIR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/greylistd \
+		$(DESTDIR)$(SYSUSERSDIR)
 	install -m 0755 greylistd $(DESTDIR)$(SBINDIR)/greylistd
+	install -m 0644 greylistd.socket $(DESTDIR)$(UNITDIR)/greylistd.socket
+	sed 's|/usr/sbin/greylistd|$(SBINDIR)/greylistd|g' greylistd@.service \
+		> $(DESTDIR)$(UNITDIR)/greylistd@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/greylistd@.service
+	install -m 0644 greylistd.8 $(DESTDIR)$(MANDIR)/man8/greylistd.8
+	[ -e $(DESTDIR)$(SYSCONFDIR)/greylistd/whitelist ] || \
+		install -m 0644 whitelist $(DESTDIR)$(SYSCONFDIR)/greylistd/whitelist
+	printf 'u greylistd - "greylistd policy helper" /var/lib/greylistd /usr/sbin/nologin\n' \
+		> $(DESTDIR)$(SYSUSERSDIR)/greylistd.conf
+	@if [ -z "$(DESTDIR)" ]; then \
+	  systemd-sysusers greylistd.conf; \
+	  [ ! -d /run/systemd/system ] || systemctl daemon-reload; \
+	  echo "Now: systemctl enable --now greylistd.socket, and in main.cf:"; \
+	  echo "  smtpd_recipient_restrictions = permit_mynetworks,"; \
+	  echo "    reject_unauth_destination,"; \
+	  echo "    check_policy_service { inet:127.0.0.1:10023, default_action=DUNNO }"; \
+	fi
 
 clean:
 	rm -f greylistd

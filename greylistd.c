@@ -204,6 +204,7 @@ struct config {
 	long long since;
 	long long awl;
 	long long privacy;
+	long long exim;
 	long long help;
 	long long version;
 };
@@ -278,6 +279,8 @@ static const struct option_spec options[] = {
 	  "passes after which a client is no longer greylisted (5; 0: off)" },
 	{ "privacy", OPT_FLAG, 0, 1, 0, &cfg.privacy,
 	  "store keys as SHA-256 digests, not addresses" },
+	{ "exim", OPT_FLAG, 0, 1, 0, &cfg.exim,
+	  "close the connection after one answer (as Exim expects)" },
 	{ "log-file", OPT_STRING, 0, 0, 0, &cfg.log_file,
 	  "append log lines to this file instead of syslog" },
 	{ "window", OPT_DURATION, 1, 365 * DAY, 1, &cfg.window,
@@ -2858,6 +2861,8 @@ static int serve(int in, int out)
 		if (write_all(&c, reply, n) != 0)
 			return 74;
 		maintenance(&c);
+		if (cfg.exim)
+			return 0;
 	}
 }
 
@@ -4044,7 +4049,10 @@ static void parse_options(int argc, char **argv)
 				     (int)(eq ? eq - arg : 80), arg);
 			continue;
 		}
-		if (!eq && o->kind != OPT_FLAG && i + 1 < argc)
+		if (!eq && o->dest == &cfg.awl
+		    && (i + 1 == argc || strncmp(argv[i + 1], "--", 2) == 0))
+			set_option(o, "5");	/* postgrey: a bare one means 5 */
+		else if (!eq && o->kind != OPT_FLAG && i + 1 < argc)
 			set_option(o, argv[++i]);
 		else
 			set_option(o, eq ? eq + 1 : NULL);

@@ -434,6 +434,39 @@ t_sockets() {
 . tests/ops.sh
 . tests/systemd.sh
 
+# --- installing and the manual ------------------------------------------------
+
+t_install() {
+	local o missing=""
+
+	newdir install
+	chmod go+x "$WORK"		# mktemp made it 0700
+	chmod 0777 "$D"
+	if [ "$(id -u)" -eq 0 ] && getent passwd nobody >/dev/null; then
+		setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups \
+			make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
+		expect "make install DESTDIR=... works as an ordinary user" 0 $?
+	else
+		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
+		expect "make install DESTDIR=... works" 0 $?
+	fi
+	expect "it installs the binary, both units, the man page, the whitelist and the user" \
+		"etc/greylistd/whitelist lib/systemd/system/greylistd.socket lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistd usr/share/man/man8/greylistd.8" \
+		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/lib/systemd/system/greylistd@.service"
+
+	man --warnings -l greylistd.8 > /dev/null 2> "$D/man.err"
+	check "man ./greylistd.8 formats without a warning" test ! -s "$D/man.err"
+	for o in $("$GREYLISTD" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p'); do
+		grep -q -- "\\\-\\\-$(echo "$o" | sed 's/-/\\\\-/g')" greylistd.8 || missing="$missing $o"
+	done
+	expect "the man page documents every option of --help" "" "$missing"
+	for o in check stats dump load expire report; do
+		grep -q "^\.B $o\$" greylistd.8 || missing="$missing $o"
+	done
+	expect "and every command" "" "$missing"
+}
+
 # --- static analysis ----------------------------------------------------------
 
 t_analyze() {
@@ -613,7 +646,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix install analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
