@@ -428,6 +428,32 @@ t_sockets() {
 	sock_session "inetd form" --inetd
 	sock_session "fd 3 form" ""
 	expect_grep "fd 3 form: requests logged" 'action=greylist, reason=new' "$WORK/sock-fd 3 form/log"
+	inetd_session
+}
+
+# inetd_session - greylistd under a real inetd (openbsd-inetd), with the
+# README's inetd.conf line on a free loopback port
+inetd_session() {
+	local port pid out i
+	if ! command -v inetd >/dev/null; then
+		skip "inetd" "no inetd (Debian package openbsd-inetd)"; return
+	fi
+	newdir inetd
+	for i in $(seq 50); do
+		port=$((20000 + RANDOM % 12000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+	done
+	echo "127.0.0.1:$port stream tcp nowait root $GREYLISTD greylistd --db=$D/db --log-file=$D/log" > "$D/inetd.conf"
+	inetd -d "$D/inetd.conf" > "$D/inetd.out" 2>&1 &
+	pid=$!
+	for i in $(seq 50); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		sleep 0.1
+	done
+	out=$( { req; req; } | socat -t 5 - TCP:127.0.0.1:$port | actions | cut -c1-15 | tr '\n' ' ')
+	expect "inetd: two requests on one connection" "DEFER_IF_PERMIT DEFER_IF_PERMIT " "$out"
+	expect_grep "inetd: the decisions are logged" 'action=greylist, reason=early-retry' "$D/log"
+	stop $pid
 }
 
 . tests/postfix.sh
