@@ -3,7 +3,7 @@
  *
  * SYNOPSIS
  *	greylistd [--option=value ...]		serve one connection
- *	greylistd COMMAND [--option=value ...]	operator commands (see below)
+ *	greylistd check|stats|dump|load|expire|report [--option=value ...]
  *
  * DESIGN
  *	One process per connection. systemd (greylistd.socket, Accept=yes),
@@ -17,6 +17,8 @@
  *	triplet seen for the first time is deferred and recorded; a retry
  *	after --delay and within --retry-window passes, and so does every
  *	later message of that triplet until it has been idle for --max-age.
+ *	Whitelisted clients and recipients, and clients that have passed
+ *	often enough (auto-whitelist), pass without writing anything.
  *
  *	State lives in one GDBM file shared by all processes. Each request
  *	opens it, locks it (flock on the file itself, the lock GDBM's own
@@ -25,24 +27,34 @@
  *	the exclusive (writer) lock only when a record must change, because
  *	closing a writer syncs the file and costs about ten readers. After
  *	the writer lock is held the decision is made again, so two processes
- *	racing on one triplet cannot lose an update.
+ *	racing on one triplet cannot lose an update. Work that can wait
+ *	(expiry once a day, recovery of a damaged file, logging a bad
+ *	whitelist line) runs in a child after the answer has been sent.
+ *
+ *	The file reads top to bottom in the order data flows: limits and
+ *	options, logging, reading a request, the triplet, whitelists, the
+ *	database, the decision, the answer, maintenance, serving; then the
+ *	operator commands and start-up.
  *
  * LIMITS (reject, never truncate: a cut key could collide with another)
  *	MAX_LINE	one "name=value" line, 8192 + 256 bytes
  *	MAX_ATTRS	attributes in one request, 128
  *	MAX_REQUEST	one request, 64 KiB
+ *	MAX_WL_FILE	one whitelist file, 4 MiB
  *	Each limit is explained where it is defined.
  *
  * FAILURE RULES
  *	There are exactly two ways to fail while serving:
  *	- protocol violation (bad request type, over-long line, NUL byte, too
- *	  many attributes, too large a request, line without "="): one
+ *	  many attributes, too large a request, line without "=", attribute
+ *	  given twice, input ending or stalling inside a request): one
  *	  warning is logged, no reply is sent, the connection is closed and
- *	  greylistd exits 76. Postfix then applies its default_action.
+ *	  greylistd exits 76 (violation()). Postfix then applies its
+ *	  default_action.
  *	- internal fault (database unreadable, lock not had within
  *	  --lock-timeout, disk full, out of memory): one warning is logged,
  *	  the request is answered "action=DUNNO" and serving goes on, so mail
- *	  keeps flowing while greylistd is unwell.
+ *	  keeps flowing while greylistd is unwell (fail_open()).
  *	Nothing but replies is ever written to stdout or stderr while
  *	serving: under spawn(8) and inetd both are the client socket.
  *
@@ -58,8 +70,10 @@
  *	      client_address=A, sender=S, recipient=R
  *	  action=greylist, reason=early-retry (123s missing), ...
  *	  action=pass, reason=triplet found, delay=312, ...
- *	  action=pass, reason=triplet found, ...
+ *	  action=pass, reason=triplet found | client whitelist |
+ *	      recipient whitelist | client AWL, ...
  *	  action=pass, reason=fail-open (WHY), ...	(internal fault)
+ *	  action=pass, reason=bad request (WHY), ...
  *	Other lines start with "warning: " or "error: ". Every value from
  *	the network passes through log_value(): at most LOG_VALUE_MAX bytes,
  *	control characters, bytes above 126, '\' and ',' written as \xHH.
@@ -68,10 +82,15 @@
  *
  * DATABASE RECORDS (version 1; see record_decode())
  *	key "T\n<net>\n<sender>\n<recipient>"	value "1 FIRST LAST PASSED"
- *	  FIRST: when greylisting of the triplet began; LAST: when it was
- *	  last seen (refreshed at most every TOUCH_INTERVAL); PASSED: when it
- *	  first passed, 0 while pending. All times are Unix seconds.
- *	A record that does not parse as exactly this shape is treated as
+ *	  a triplet. FIRST: when its greylisting began; LAST: when it was
+ *	  last seen (refreshed at most every TOUCH_INTERVAL); PASSED: when
+ *	  it first passed, 0 while pending. Times are Unix seconds.
+ *	key "C\n<client>"			value "1 COUNT LAST"
+ *	  a client of the auto-whitelist: passes counted, last counted.
+ *	key "M\n<name>"				value "1 VALUE"
+ *	  greylistd's notes: "expire" (last expiry), "whitelist".
+ *	With --privacy the parts after "T\n" and "C\n" are a SHA-256 digest.
+ *	A record that does not parse as exactly its shape is treated as
  *	absent and rewritten. "\n" separates fields because Postfix never
  *	sends a newline inside a value, so no two triplets share a key.
  */
