@@ -493,6 +493,51 @@ t_install() {
 	expect "and every command" "" "$missing"
 }
 
+# --- valgrind ---------------------------------------------------------------
+
+# vg NAME ARGS... - run greylistd under memcheck with stdin as given; pass
+# when valgrind finds no error and no leak
+vg() {
+	local name=$1; shift
+	valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+		--trace-children=yes --log-file="$D/vg.$name" "$@" > /dev/null 2>&1
+	if [ $? -eq 99 ] || ! grep -q 'ERROR SUMMARY: 0 errors' "$D/vg.$name"; then
+		fail "valgrind: $name" "$(grep -A5 -E 'Invalid|uninitialised|definitely|indirectly' "$D/vg.$name" | head -n 12)"
+	else
+		pass "valgrind: $name: no error, no leak"
+	fi
+}
+
+t_valgrind() {
+	if ! command -v valgrind >/dev/null; then
+		fail "valgrind" "valgrind is missing (Debian package valgrind)"; return
+	fi
+	if ldd "$GREYLISTD" 2>/dev/null | grep -q 'libasan'; then
+		skip "valgrind" "the binary is built with AddressSanitizer, which valgrind cannot run"; return
+	fi
+	newdir valgrind
+	printf 'client 192.0.2.99\nclient /^mx\\d+\\.example\\.org$/\nrecipient sales@\nbad line\n' > "$D/wl"
+	{ req; req; req client_name=mx7.example.org; req recipient=sales@x.example; req -sender;
+	  req client_address=nonsense; req protocol_state=DATA; } > "$D/in1"
+	vg "a serving session (new, early retry, whitelists, bad requests)" \
+		"$GREYLISTD" --db="$D/db" --log-file="$D/log" --whitelist="$D/wl" < "$D/in1"
+	{ req instance=a; req instance=a; req instance=b; } > "$D/in2"
+	vg "passing after the delay, with the header" \
+		env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f +400s \
+		"$GREYLISTD" --db="$D/db" --log-file="$D/log" < "$D/in2"
+	{ req; printf 'request=smtpd_access_policy\nno-equals-sign\n\n'; } > "$D/in3"
+	vg "a protocol violation" "$GREYLISTD" --db="$D/db" --log-file="$D/log" < "$D/in3"
+	vg "--privacy" "$GREYLISTD" --db="$D/pdb" --log-file="$D/log" --privacy < "$D/in1"
+	vg "stats" "$GREYLISTD" stats --db="$D/db" < /dev/null
+	"$GREYLISTD" dump --db="$D/db" > "$D/dump"
+	vg "dump" "$GREYLISTD" dump --db="$D/db" < /dev/null
+	vg "load" "$GREYLISTD" load --db="$D/db2" < "$D/dump"
+	vg "expire" "$GREYLISTD" expire --db="$D/db" < /dev/null
+	vg "report" "$GREYLISTD" report --db="$D/db" "$D/log" < /dev/null
+	vg "check" "$GREYLISTD" check --whitelist="$D/wl" < /dev/null
+}
+
 # --- static analysis ----------------------------------------------------------
 
 t_analyze() {
@@ -672,7 +717,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix install analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix install valgrind analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
