@@ -369,6 +369,15 @@ sd_live_units() {
 	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
 		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
 	cp "$SD_SERVICE" "$u/glsmall@.service"
+	# A sanitizer build's options reach the instances, whose environment
+	# systemd sets afresh (CI runs the suite against such a build too).
+	if [ -n "${ASAN_OPTIONS:-}" ]; then
+		for t in greylistd glsmall; do
+			mkdir -p "$u/$t@.service.d"
+			printf '[Service]\nEnvironment=ASAN_OPTIONS=%s\n' "$ASAN_OPTIONS" \
+				> "$u/$t@.service.d/sanitizer.conf"
+		done
+	fi
 	for t in sysinit basic sockets shutdown; do
 		printf '[Unit]\nDefaultDependencies=no\n' > "$u/$t.target"
 	done
