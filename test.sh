@@ -429,6 +429,23 @@ t_sockets() {
 	sock_session "fd 3 form" ""
 	expect_grep "fd 3 form: requests logged" 'action=greylist, reason=new' "$WORK/sock-fd 3 form/log"
 	inetd_session
+	make_run
+}
+
+# make_run - the README's first command serves, and prints how to use it
+make_run() {
+	local pid i out
+	newdir make-run
+	setsid make -s run RUNDIR="$D/run" > "$D/out" 2>&1 &
+	pid=$!
+	wait_for "$D/run/greylistd.sock" 100
+	expect_grep "make run says how to talk to it" "socat - UNIX-CONNECT:$D/run/greylistd.sock" "$D/out"
+	out=$(req | socat -t 5 - UNIX-CONNECT:"$D/run/greylistd.sock" | actions)
+	expect "make run serves: a new triplet is deferred for its 60 s" \
+		"DEFER_IF_PERMIT Greylisted, please try again in 60 seconds" "$out"
+	kill -- -"$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	expect_grep "its log is in the run directory" 'action=greylist, reason=new' "$D/run/greylistd.log"
 }
 
 # inetd_session - greylistd under a real inetd (openbsd-inetd), with the

@@ -311,7 +311,13 @@ sd_journal() {
 	else
 		INVOCATION_ID=$INV "$GREYLISTD" --db="$D/db" < "$D/req.second" > /dev/null
 	fi
+	# Postfix's own reject line, as syslog(3) sends it, and then
+	# `greylistd report` reading this journal (its default input).
+	logger -u /run/systemd/journal/dev-log -p mail.info -t postfix/smtpd "NOQUEUE: reject: RCPT from unknown[2001:db8::7]: 450 4.7.1 <carol@example.net>: Recipient address rejected: Greylisted, please try again in 300 seconds; from=<> to=<carol@example.net> proto=ESMTP helo=<x>"
 	journalctl --sync 2>/dev/null
+	sleep 2
+	"$GREYLISTD" report --db="$D/db" --window=1s > "$D/report.journal" 2> "$D/report.err"
+	echo "report exit $?" >> "$D/report.err"
 	kill $jpid; wait $jpid
 	echo "journald exit $?" >> "$D/journald.out"
 	EOF
@@ -346,6 +352,15 @@ sd_journal() {
 		> "$D/greylist.json" 2>>"$D/journalctl.err"
 	expect_grep "journal: journalctl GREYLISTD_ACTION=greylist -o json shows the fields" \
 		'"GREYLISTD_REASON":"new"' "$D/greylist.json"
+
+	expect_grep "report from the journal: runs" '^report exit 0$' "$D/report.err"
+	expect_grep "report from the journal: greylistd's deferral that never came back" \
+		' 1 192\.0\.2\.10 mail\.example\.com second@example\.org bob@example\.net$' "$D/report.journal"
+	expect_grep "report from the journal: Postfix's IPv6 null-sender reject" \
+		' 1 2001:db8::7 unknown <> carol@example\.net$' "$D/report.journal"
+	expect "report from the journal: the summary (the retried triplet passed)" \
+		"# deferred=3 passed_later=1 never_retried=2 pending=0" \
+		"$(tail -n 1 "$D/report.journal" | sed 's/ median_delay=.*//')"
 }
 
 # --- live: the units under a real systemd ------------------------------------
