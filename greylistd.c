@@ -2188,8 +2188,10 @@ static int evaluate(struct db *db, const struct keys *k, long long now,
 }
 
 /* session - one locked open of the database: decide, and as a writer
- * store the result. 1 when a writer is needed, 0 done, -1 fault. */
-static int session(int writer, const struct keys *k, long long now,
+ * store the result. 1 when a writer is needed, 0 done, -1 fault. The
+ * time is read once the lock is held: a process that waited for it must
+ * not take a record written meanwhile as one from the future. */
+static int session(int writer, const struct keys *k,
 		   const struct timespec *deadline, struct outcome *o)
 {
 	struct db db;
@@ -2197,7 +2199,7 @@ static int session(int writer, const struct keys *k, long long now,
 
 	switch (db_open(&db, writer, deadline)) {
 	case DB_ABSENT:
-		decide(NULL, NULL, now, o);
+		decide(NULL, NULL, (long long)time(NULL), o);
 		return 1;
 	case DB_DAMAGED:
 		if (!db.dbf && !writer)
@@ -2212,7 +2214,7 @@ static int session(int writer, const struct keys *k, long long now,
 	case DB_OK:
 		break;
 	}
-	rc = evaluate(&db, k, now, o);
+	rc = evaluate(&db, k, (long long)time(NULL), o);
 	if (rc == 0 && (o->store_t || o->store_c) && !writer)
 		rc = 1;
 	if (rc == 0 && o->store_c && put(&db, k->c, o->c, C_FIELDS) != 0)
@@ -2228,8 +2230,7 @@ static int session(int writer, const struct keys *k, long long now,
 
 /* greylist - decide one triplet: a reader first, a writer only when a
  * record must change; the writer decides again under its lock */
-static void greylist(const struct triplet *t, long long now,
-		     struct outcome *o)
+static void greylist(const struct triplet *t, struct outcome *o)
 {
 	static char tkey[MAX_KEY], ckey[INET6_ADDRSTRLEN + 72];
 	static char mkey[] = "M\nexpire";
@@ -2250,8 +2251,8 @@ static void greylist(const struct triplet *t, long long now,
 		fail_open(o, "key too long");
 		return;
 	}
-	if (session(0, &k, now, &deadline, o) == 1)
-		session(1, &k, now, &deadline, o);
+	if (session(0, &k, &deadline, o) == 1)
+		session(1, &k, &deadline, o);
 }
 
 /* bad_request - a request greylistd cannot judge: answer DUNNO */
@@ -2313,7 +2314,7 @@ static void policy(const struct request *r, struct outcome *o)
 	if (o->v != V_NEW)
 		return;
 	normalise_sender(t.sender, r->attr[A_SENDER]);
-	greylist(&t, (long long)time(NULL), o);
+	greylist(&t, o);
 	if (o->awl_new)
 		msg_info("whitelisted: %s[%s]", log_value(name, sizeof(name),
 			 r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : ""),

@@ -476,6 +476,7 @@ inetd_session() {
 . tests/postfix.sh
 . tests/ops.sh
 . tests/systemd.sh
+. tests/stress.sh
 
 # --- installing and the manual ------------------------------------------------
 
@@ -734,7 +735,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd postfix install valgrind analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd stress postfix install valgrind analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
