@@ -1779,8 +1779,8 @@ static enum db_status db_fault(struct db *db, const char *fmt, ...)
 }
 
 /* db_move_aside - rename a damaged file out of the way (the caller holds
- * its exclusive lock) so that a fresh one is started */
-static void db_move_aside(const char *why)
+ * its exclusive lock) so that a fresh one is started; -1 if it cannot */
+static int db_move_aside(const char *why)
 {
 	char aside[PATH_MAX], stamp[32];
 
@@ -1788,12 +1788,11 @@ static void db_move_aside(const char *why)
 	if (snprintf(aside, sizeof(aside), "%s.damaged-%s-%ld", cfg.db_path,
 		     stamp, (long)getpid()) >= (int)sizeof(aside)
 	    || rename(cfg.db_path, aside) != 0) {
-		msg_error("database %s is damaged (%s) and could not be"
-			  " moved aside: %m", cfg.db_path, why);
-		return;
+		return -1;
 	}
 	msg_error("database %s is damaged (%s): moved to %s, starting a"
 		  " fresh one", cfg.db_path, why, aside);
+	return 0;
 }
 
 /* same_file - the locked descriptor is still the file at the path; a
@@ -1830,12 +1829,71 @@ static int reserve_space(int fd)
 	return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
 }
 
+/* GDBM's file header (gdbmconst.h, the format GDBM 1.23 creates without
+ * the numsync extension, with 64-bit offsets): the fields fix_next_block
+ * reads. */
+#define GDBM_HEADER_MAGIC64	0x13579acf
+#define GDBM_HEADER_BLOCK_SIZE	4	/* int */
+#define GDBM_HEADER_NEXT_BLOCK	32	/* off_t: where the file ends */
+
+/* fix_next_block - GDBM writes an update's buckets and directory first
+ * and its header last. A writer killed between the two (SIGKILL cannot
+ * be held) leaves the header's end mark (next_block) before buckets that
+ * the directory already points to: GDBM then takes them for damage, and
+ * gdbm_recover drops them with every record they hold. A healthy file
+ * never extends past the mark, so when it does, the mark is moved past
+ * the end (with a margin for the blocks the killed writer had taken but
+ * not yet written); at worst a few free blocks are never reused. The
+ * caller holds the exclusive lock. */
+static void fix_next_block(int fd)
+{
+	unsigned char h[GDBM_HEADER_NEXT_BLOCK + 8];
+	int32_t magic, block;
+	int64_t next, fixed;
+	struct stat st;
+
+	if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)
+	    || fstat(fd, &st) != 0)
+		return;
+	memcpy(&magic, h, sizeof(magic));
+	memcpy(&block, h + GDBM_HEADER_BLOCK_SIZE, sizeof(block));
+	memcpy(&next, h + GDBM_HEADER_NEXT_BLOCK, sizeof(next));
+	if (magic != GDBM_HEADER_MAGIC64 || block < 512 || block > (1 << 24)
+	    || next <= 0 || next >= (int64_t)st.st_size)
+		return;
+	fixed = ((int64_t)st.st_size + block - 1) / block * block
+		+ (int64_t)8 * block;
+	if (pwrite(fd, &fixed, sizeof(fixed), GDBM_HEADER_NEXT_BLOCK)
+	    != (ssize_t)sizeof(fixed) || fsync(fd) != 0)
+		return;
+	msg_warn("database %s: a writer was stopped in the middle of an"
+		 " update: moved the header's end mark from %lld to %lld",
+		 cfg.db_path, (long long)next, (long long)fixed);
+}
+
+/* hold_signals - while a writer has the file open, a stop request
+ * (SIGTERM from systemd, SIGINT, SIGHUP, SIGQUIT) waits until it is
+ * closed: GDBM updates a file in several writes, and a process ended
+ * between them can leave a bucket split half done, whose records the
+ * repair then cannot find. (SIGKILL cannot be held; see README.) */
+static void hold_signals(int hold)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
 /* db_open - open and lock the database before the deadline. A reader
  * finds DB_ABSENT when there is no file yet. A writer creates the file,
  * and moves a damaged one aside. DB_DAMAGED: the open file needs
  * gdbm_recover, which the caller schedules after answering. */
-static enum db_status db_open(struct db *db, int writer,
-			      const struct timespec *deadline)
+static enum db_status db_open_locked(struct db *db, int writer,
+				     const struct timespec *deadline)
 {
 	int flags = (writer ? GDBM_WRCREAT : GDBM_READER) | GDBM_NOLOCK
 		| GDBM_NOMMAP | GDBM_CLOEXEC;
@@ -1860,6 +1918,8 @@ static enum db_status db_open(struct db *db, int writer,
 			return db_fault(db, "cannot lock %s: %s", cfg.db_path,
 					strerror(err));
 		}
+		if (writer)
+			hold_signals(1);
 		if (!same_file(fd)) {
 			close(fd);
 			continue;
@@ -1870,6 +1930,8 @@ static enum db_status db_open(struct db *db, int writer,
 			return db_fault(db, "no space for %s: %s", cfg.db_path,
 					strerror(err));
 		}
+		if (writer)
+			fix_next_block(fd);
 		if (!writer && fstat(fd, &st) == 0 && st.st_size == 0) {
 			close(fd);
 			return DB_ABSENT;
@@ -1882,7 +1944,15 @@ static enum db_status db_open(struct db *db, int writer,
 		}
 		err = gdbm_errno;
 		if (is_damage(err) && writer) {
-			db_move_aside(gdbm_strerror(err));
+			if (db_move_aside(gdbm_strerror(err)) != 0) {
+				int rename_err = errno;
+
+				close(fd);
+				return db_fault(db, "%s is damaged (%s) and"
+						" cannot be moved aside: %s",
+						cfg.db_path, gdbm_strerror(err),
+						strerror(rename_err));
+			}
 			close(fd);
 			continue;
 		}
@@ -1895,6 +1965,18 @@ static enum db_status db_open(struct db *db, int writer,
 	return db_fault(db, "%s keeps being replaced", cfg.db_path);
 }
 
+/* db_open - db_open_locked, with stop signals held while a writer has
+ * the file (see hold_signals) */
+static enum db_status db_open(struct db *db, int writer,
+			      const struct timespec *deadline)
+{
+	enum db_status st = db_open_locked(db, writer, deadline);
+
+	if (writer && !db->dbf)
+		hold_signals(0);
+	return st;
+}
+
 /* db_close - close, and with a writer, sync; -1 if that failed */
 static int db_close(struct db *db)
 {
@@ -1905,6 +1987,8 @@ static int db_close(struct db *db)
 			 gdbm_strerror(gdbm_errno));
 		rc = -1;
 	}
+	if (db->dbf && db->writer)
+		hold_signals(0);
 	db->dbf = NULL;
 	return rc;
 }
@@ -2503,11 +2587,18 @@ static void db_repair(ino_t damaged)
 		msg_warn("database repair: %s", db.why);
 		return;
 	}
-	if (gdbm_recover(db.dbf, &rcvr, GDBM_RCVR_FORCE) == 0) {
-		msg_warn("database %s recovered: %zu records kept, %zu lost",
-			 cfg.db_path, rcvr.recovered_keys, rcvr.failed_keys);
-	} else {
-		db_move_aside(gdbm_strerror(gdbm_errno));
+	if (gdbm_recover(db.dbf, &rcvr, GDBM_RCVR_FORCE | GDBM_RCVR_BACKUP)
+	    == 0) {
+		msg_warn("database %s recovered: %zu records kept, %zu records"
+			 " and %zu whole buckets (their records uncounted) lost;"
+			 " the damaged file is kept as %s", cfg.db_path,
+			 rcvr.recovered_keys, rcvr.failed_keys,
+			 rcvr.failed_buckets, rcvr.backup_name
+			 ? rcvr.backup_name : "(no backup)");
+		free(rcvr.backup_name);
+	} else if (db_move_aside(gdbm_strerror(gdbm_errno)) != 0) {
+		msg_error("database %s is damaged, cannot be recovered, and"
+			  " cannot be moved aside: %m", cfg.db_path);
 	}
 	db_close(&db);
 }
@@ -2622,7 +2713,7 @@ static int batch_add(struct batch *b, datum key)
 		b->key = p;
 		b->cap = cap;
 	}
-	if (!(copy = malloc((size_t)key.dsize)))
+	if (!(copy = malloc((size_t)key.dsize + 1)))
 		return -1;
 	memcpy(copy, key.dptr, (size_t)key.dsize);
 	b->key[b->n].dptr = copy;
@@ -2639,6 +2730,9 @@ static void batch_free(struct batch *b)
 	free(b->key);
 	memset(b, 0, sizeof(*b));
 }
+
+/* Why the last expiry pass stopped, for its warning. */
+static char expire_why[80];
 
 /* expire_scan - under one shared lock for at most SLICE_MS, visit keys
  * from *cursor (NULL: the first) and collect the expired ones, up to
@@ -2694,6 +2788,13 @@ static int expire_scan(datum *cursor, struct batch *b, long long now,
 	if (rc == 0 && !cursor->dptr && gdbm_errno != GDBM_ITEM_NOT_FOUND
 	    && gdbm_errno != GDBM_NO_ERROR)
 		rc = -1;
+	if (rc != 0) {
+		snprintf(expire_why, sizeof(expire_why), "%s",
+			 gdbm_errno == GDBM_ITEM_NOT_FOUND
+			 ? "its place vanished: the file changed under it"
+			 : gdbm_strerror(gdbm_errno));
+		note_damage(&db);	/* a damaged bucket: repair it */
+	}
 	db_close(&db);
 	return rc;
 }
@@ -2758,9 +2859,10 @@ static int expire(long long now, size_t *visited, size_t *deleted)
 			break;		/* a whole pass: done */
 	}
 	if (rc != 0)
-		msg_warn("expiry of %s stopped after %zu records: the database"
-			 " could not be read or changed too much; the next run"
-			 " goes on", cfg.db_path, *visited);
+		msg_warn("expiry of %s stopped after %zu records (%s); the"
+			 " next run goes on", cfg.db_path, *visited,
+			 *expire_why ? expire_why
+			 : "the database changed too much under it");
 	msg_info("expiry of %s: %zu records seen, %zu deleted, %lld ms",
 		 cfg.db_path, *visited, *deleted, elapsed_ms(&start));
 	return rc;
@@ -2826,7 +2928,9 @@ static void maintenance(const struct conn *c)
 	if (pending.expire && expire_due((long long)time(NULL))) {
 		size_t seen = 0, deleted = 0;
 
-		expire((long long)time(NULL), &seen, &deleted);
+		if (expire((long long)time(NULL), &seen, &deleted) != 0
+		    && pending.repair)
+			db_repair(pending.repair_ino);	/* found damaged */
 	}
 	_exit(0);
 }
@@ -2939,25 +3043,51 @@ static int copy_fd(int from, int to)
 }
 
 /* tmpfile_near - an unnamed file (gone when closed) in the database's
- * directory, or else in $TMPDIR or /tmp */
-static int tmpfile_near(const char *path)
+ * directory (near: the copy is fast), or, when that fails or "far" is
+ * set, in $TMPDIR or /tmp */
+static int tmpfile_near(const char *path, int far)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/'), *tmp = getenv("TMPDIR");
 	int fd = -1;
 
-	if (slash && (size_t)(slash - path) < sizeof(dir)) {
+	if (far) {
+		/* straight to $TMPDIR */
+	} else if (slash && (size_t)(slash - path) < sizeof(dir)) {
 		memcpy(dir, path, (size_t)(slash - path));
 		dir[slash - path] = 0;
 		fd = open(*dir ? dir : "/", O_TMPFILE | O_RDWR | O_CLOEXEC,
 			  0600);
-	} else if (!slash) {
+	} else {
 		fd = open(".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	}
 	if (fd < 0)
 		fd = open(tmp && *tmp ? tmp : "/tmp",
 			  O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	return fd;
+}
+
+/* copy_to_tmp - a copy of the locked file in an unnamed temporary file,
+ * next to it, or in $TMPDIR when its disk is full (an admin looks at the
+ * database exactly then); the copy's descriptor, at offset 0, or -1 */
+static int copy_to_tmp(int src)
+{
+	int far, dst, err;
+
+	for (far = 0; far < 2; far++) {
+		if (lseek(src, 0, SEEK_SET) != 0)
+			return -1;
+		if ((dst = tmpfile_near(cfg.db_path, far)) < 0)
+			continue;
+		if (copy_fd(src, dst) == 0 && lseek(dst, 0, SEEK_SET) == 0)
+			return dst;
+		err = errno;
+		close(dst);
+		errno = err;
+		if (err != ENOSPC && err != EDQUOT)
+			return -1;
+	}
+	return -1;
 }
 
 /* snapshot - a private copy of the database, taken under the shared lock
@@ -2989,20 +3119,13 @@ static GDBM_FILE snapshot(int *absent)
 			close(src);
 		return NULL;
 	}
-	dst = tmpfile_near(cfg.db_path);
-	if (dst < 0 || copy_fd(src, dst) != 0) {
-		op_error("copying %s: %s", cfg.db_path,
-			strerror(errno));
+	dst = copy_to_tmp(src);
+	if (dst < 0) {
+		op_error("copying %s: %s", cfg.db_path, strerror(errno));
 		close(src);
-		if (dst >= 0)
-			close(dst);
 		return NULL;
 	}
 	close(src);
-	if (lseek(dst, 0, SEEK_SET) != 0) {
-		close(dst);
-		return NULL;
-	}
 	dbf = gdbm_fd_open(dst, cfg.db_path, 0, GDBM_READER | GDBM_NOLOCK
 			   | GDBM_NOMMAP | GDBM_CLOEXEC | GDBM_CLOERROR, NULL);
 	if (!dbf)
@@ -3272,7 +3395,8 @@ static const char *load_line(char *line, char *key, size_t ksize, datum *k,
 	if (nw == 0 || strlen(word[0]) != 1)
 		return "not a record";
 	if (word[0][0] == 'X') {
-		if (nw != 3 || unescape(word[1], key, ksize, &plen) != 0)
+		if (nw != 3 || unescape(word[1], key, ksize, &plen) != 0
+		    || plen == 0)
 			return "bad X record";
 		*k = (datum){ key, (int)plen };
 		if (unescape(word[2], val, vsize, &plen) != 0)
@@ -3312,66 +3436,102 @@ static const char *load_line(char *line, char *key, size_t ksize, datum *k,
 	return NULL;
 }
 
-/* cmd_load - read a dump from stdin into the database (new or not); a
- * record replaces one with the same key. Written in slices of the
- * writer lock, so that a serving database keeps answering. */
-static int cmd_load(void)
+/* Records that load reads with the database closed, then writes under
+ * the writer lock: input that pauses (a pipe) never holds the lock. */
+#define LOAD_BATCH	4000
+
+/* load_read - parse up to LOAD_BATCH lines of stdin into keys and values;
+ * 1 at the end of the input */
+static int load_read(struct batch *keys, struct batch *vals,
+		     unsigned long *n, size_t *bad)
 {
 	static char line[MAX_DUMP_LINE + 2], key[MAX_KEY];
 	static char val[MAX_RECORD * 4 + 1];
-	struct timespec deadline, start = now_mono();
-	unsigned long n = 0;
-	size_t loaded = 0, bad = 0, len;
 	const char *why;
-	struct db db = { NULL, 0, "" };
+	size_t len;
 	datum k, v;
 	int c;
 
-	while (fgets(line, sizeof(line), stdin)) {
-		n++;
+	while (keys->n < LOAD_BATCH) {
+		if (!fgets(line, sizeof(line), stdin))
+			return 1;
+		++*n;
 		len = strlen(line);
 		if (len > 0 && line[len - 1] == '\n') {
 			line[--len] = 0;
 		} else if (!feof(stdin)) {
-			op_error("stdin:%lu: line too long", n);
-			bad++;
+			op_error("stdin:%lu: line too long", *n);
+			++*bad;
 			while ((c = getchar()) != EOF && c != '\n')
 				;
 			continue;
 		}
 		if (line[0] == '#' || line[0] == 0)
 			continue;
-		if ((why = load_line(line, key, sizeof(key), &k, val, sizeof(val),
-				     &v))) {
-			op_error("stdin:%lu: %s", n, why);
-			bad++;
-			continue;
+		why = load_line(line, key, sizeof(key), &k, val, sizeof(val), &v);
+		if (why) {
+			op_error("stdin:%lu: %s", *n, why);
+			++*bad;
+		} else if (batch_add(keys, k) != 0 || batch_add(vals, v) != 0) {
+			op_error("out of memory");
+			return -1;
 		}
-		if (!db.dbf) {
-			deadline = deadline_in(MAINT_LOCK_WAIT);
-			if (db_open(&db, 1, &deadline) != DB_OK) {
-				op_error("%s", db.why);
-				return 1;
+	}
+	return 0;
+}
+
+/* load_write - store a batch, in slices of at most SLICE_MS under the
+ * writer lock; -1 on a fault */
+static int load_write(const struct batch *keys, const struct batch *vals)
+{
+	struct timespec deadline, start;
+	struct db db;
+	size_t i = 0;
+
+	while (i < keys->n) {
+		deadline = deadline_in(MAINT_LOCK_WAIT);
+		if (db_open(&db, 1, &deadline) != DB_OK) {
+			op_error("%s", db.why);
+			return -1;
+		}
+		start = now_mono();
+		for (; i < keys->n && elapsed_ms(&start) < SLICE_MS; i++)
+			if (gdbm_store(db.dbf, keys->key[i], vals->key[i],
+				       GDBM_REPLACE) != 0) {
+				op_error("writing %s: %s", cfg.db_path,
+					 gdbm_strerror(gdbm_errno));
+				db_close(&db);
+				return -1;
 			}
-			start = now_mono();
+		if (db_close(&db) != 0) {
+			op_error("%s", db.why);
+			return -1;
 		}
-		if (gdbm_store(db.dbf, k, v, GDBM_REPLACE) != 0) {
-			op_error("writing %s: %s",
-				cfg.db_path, gdbm_strerror(gdbm_errno));
-			db_close(&db);
-			return 1;
-		}
-		loaded++;
-		if (elapsed_ms(&start) >= SLICE_MS) {
-			if (db_close(&db) != 0)
-				break;
+		if (i < keys->n)
 			pause_ms(SLICE_PAUSE_MS);
-		}
 	}
-	if (db_close(&db) != 0) {
-		op_error("%s", db.why);
+	return 0;
+}
+
+/* cmd_load - read a dump from stdin into the database (new or not); a
+ * record replaces one with the same key. Bad lines are reported and
+ * skipped. A serving database keeps answering meanwhile. */
+static int cmd_load(void)
+{
+	struct batch keys = { NULL, 0, 0 }, vals = { NULL, 0, 0 };
+	unsigned long n = 0;
+	size_t loaded = 0, bad = 0;
+	int end = 0, rc = 0;
+
+	while (!end && rc == 0) {
+		end = load_read(&keys, &vals, &n, &bad);
+		rc = end < 0 || load_write(&keys, &vals) != 0 ? -1 : 0;
+		loaded += rc == 0 ? keys.n : 0;
+		batch_free(&keys);
+		batch_free(&vals);
+	}
+	if (rc != 0)
 		return 1;
-	}
 	printf("%zu records loaded, %zu bad lines\n", loaded, bad);
 	return bad || flush_stdout() ? 1 : 0;
 }

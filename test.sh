@@ -477,6 +477,7 @@ inetd_session() {
 . tests/ops.sh
 . tests/systemd.sh
 . tests/stress.sh
+. tests/faults.sh
 
 # --- installing and the manual ------------------------------------------------
 
@@ -735,7 +736,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd stress postfix install valgrind analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix install valgrind analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
