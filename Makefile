@@ -4,6 +4,7 @@
 #   make run        build and serve on ./run/greylistd.sock, one process per
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
+#   make bench      greylistd against postgrey (bench/results.md)
 #   make install    install (PREFIX, DESTDIR)
 #
 # Our warning and hardening flags are appended to the CFLAGS, CPPFLAGS and
@@ -48,6 +49,7 @@ TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db
 RUN_DEPS   = systemd socat
+BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
 
 all: greylistd
 
@@ -79,6 +81,13 @@ deps-run: deps-build
 check: deps-test
 	$(MAKE) greylistd
 	./test.sh
+
+# make bench: greylistd against postgrey, both on this machine, in one run
+# (bench/bench.sh; writes bench/results.md, which the README quotes)
+bench: deps-build
+	$(call need,$(BENCH_DEPS))
+	$(MAKE) greylistd
+	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
 RUNDIR = $(CURDIR)/run
 run: deps-run
@@ -131,4 +140,4 @@ clean:
 	rm -f greylistd
 	rm -rf run
 
-.PHONY: all check run install clean deps-build deps-test deps-run
+.PHONY: all check run bench install clean deps-build deps-test deps-run

@@ -743,22 +743,25 @@ static int write_all(const struct conn *c, const char *p, size_t len)
 	ssize_t n;
 
 	while (len > 0) {
-		if (wait_fd(c->out, POLLOUT, &deadline) < 0) {
-			msg_warn("client does not read its answers;"
-				 " closing the connection");
-			return -1;
-		}
+		if (!c->sock && wait_fd(c->out, POLLOUT, &deadline) < 0)
+			break;
 		n = c->sock ? send(c->out, p, len, MSG_DONTWAIT | MSG_NOSIGNAL)
 			: write(c->out, p, len < PIPE_BUF ? len : PIPE_BUF);
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
-		} else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+		} else if (n < 0 && errno == EAGAIN) {
+			if (wait_fd(c->out, POLLOUT, &deadline) < 0)
+				break;
+		} else if (n < 0 && errno != EINTR) {
 			msg_warn("writing the answer: %m");
 			return -1;
 		}
 	}
-	return 0;
+	if (len == 0)
+		return 0;
+	msg_warn("client does not read its answers; closing the connection");
+	return -1;
 }
 
 /*
@@ -1796,13 +1799,14 @@ static int db_move_aside(const char *why)
 }
 
 /* same_file - the locked descriptor is still the file at the path; a
- * recovery may have renamed a new file over it while we waited */
-static int same_file(int fd)
+ * recovery may have renamed a new file over it while we waited. *st is
+ * the descriptor's */
+static int same_file(int fd, struct stat *st)
 {
-	struct stat a, b;
+	struct stat b;
 
-	return fstat(fd, &a) == 0 && stat(cfg.db_path, &b) == 0
-		&& a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+	return fstat(fd, st) == 0 && stat(cfg.db_path, &b) == 0
+		&& st->st_ino == b.st_ino && st->st_dev == b.st_dev;
 }
 
 /* Space kept allocated past the end of the file: at least this, and at
@@ -1813,18 +1817,15 @@ static int same_file(int fd)
  * way, which leaves a GDBM file damaged: keep slack allocated past its
  * end (FALLOC_FL_KEEP_SIZE: the size does not change). -1 when the disk
  * is full, before anything is written. */
-static int reserve_space(int fd)
+static int reserve_space(int fd, const struct stat *st)
 {
-	struct stat st;
 	off_t want, have;
 
-	if (fstat(fd, &st) != 0)
-		return 0;
-	want = st.st_size / 8 > MIN_SLACK ? st.st_size / 8 : MIN_SLACK;
-	have = (off_t)st.st_blocks * 512 - st.st_size;
+	want = st->st_size / 8 > MIN_SLACK ? st->st_size / 8 : MIN_SLACK;
+	have = (off_t)st->st_blocks * 512 - st->st_size;
 	if (have >= want / 2)
 		return 0;
-	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, want) == 0)
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st->st_size, want) == 0)
 		return 0;
 	return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
 }
@@ -1845,23 +1846,21 @@ static int reserve_space(int fd)
  * the end (with a margin for the blocks the killed writer had taken but
  * not yet written); at worst a few free blocks are never reused. The
  * caller holds the exclusive lock. */
-static void fix_next_block(int fd)
+static void fix_next_block(int fd, const struct stat *st)
 {
 	unsigned char h[GDBM_HEADER_NEXT_BLOCK + 8];
 	int32_t magic, block;
 	int64_t next, fixed;
-	struct stat st;
 
-	if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)
-	    || fstat(fd, &st) != 0)
+	if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		return;
 	memcpy(&magic, h, sizeof(magic));
 	memcpy(&block, h + GDBM_HEADER_BLOCK_SIZE, sizeof(block));
 	memcpy(&next, h + GDBM_HEADER_NEXT_BLOCK, sizeof(next));
 	if (magic != GDBM_HEADER_MAGIC64 || block < 512 || block > (1 << 24)
-	    || next <= 0 || next >= (int64_t)st.st_size)
+	    || next <= 0 || next >= (int64_t)st->st_size)
 		return;
-	fixed = ((int64_t)st.st_size + block - 1) / block * block
+	fixed = ((int64_t)st->st_size + block - 1) / block * block
 		+ (int64_t)8 * block;
 	if (pwrite(fd, &fixed, sizeof(fixed), GDBM_HEADER_NEXT_BLOCK)
 	    != (ssize_t)sizeof(fixed) || fsync(fd) != 0)
@@ -1920,19 +1919,19 @@ static enum db_status db_open_locked(struct db *db, int writer,
 		}
 		if (writer)
 			hold_signals(1);
-		if (!same_file(fd)) {
+		if (!same_file(fd, &st)) {
 			close(fd);
 			continue;
 		}
-		if (writer && reserve_space(fd) != 0) {
+		if (writer && reserve_space(fd, &st) != 0) {
 			err = errno;
 			close(fd);
 			return db_fault(db, "no space for %s: %s", cfg.db_path,
 					strerror(err));
 		}
 		if (writer)
-			fix_next_block(fd);
-		if (!writer && fstat(fd, &st) == 0 && st.st_size == 0) {
+			fix_next_block(fd, &st);
+		if (!writer && st.st_size == 0) {
 			close(fd);
 			return DB_ABSENT;
 		}
@@ -2901,14 +2900,17 @@ static void maintenance(const struct conn *c)
 	pid_t pid;
 	int fd;
 
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
+	static int children;
+
+	while (children > 0 && waitpid(-1, NULL, WNOHANG) > 0)
+		children--;
 	if (!pending.repair && !pending.wl_report && !pending.expire)
 		return;
 	pid = fork();
 	if (pid < 0)
 		msg_warn("cannot start maintenance: %m");
 	if (pid != 0) {
+		children += pid > 0;
 		memset(&pending, 0, sizeof(pending));
 		return;
 	}
@@ -3105,7 +3107,7 @@ static GDBM_FILE snapshot(int *absent)
 	for (attempt = 0; attempt < DB_REOPEN_TRIES; attempt++) {
 		src = open(cfg.db_path, O_RDONLY | O_CLOEXEC);
 		if (src < 0 || lock_wait(src, LOCK_SH, &deadline) != 0
-		    || same_file(src))
+		    || same_file(src, &st))
 			break;
 		close(src);
 		src = -1;
