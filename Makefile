@@ -5,6 +5,7 @@
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
+#   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
 # Our warning and hardening flags are appended to the CFLAGS, CPPFLAGS and
@@ -47,8 +48,9 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
-	     valgrind man-db
+	     valgrind man-db $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
+FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
 
 all: greylistd
@@ -88,6 +90,13 @@ bench: deps-build
 	$(call need,$(BENCH_DEPS))
 	$(MAKE) greylistd
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
+
+# make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
+# make check runs 15 s each, and replays fuzz/regressions/)
+FUZZ_SECONDS ?= 600
+fuzz: deps-build
+	$(call need,$(FUZZ_DEPS))
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 RUNDIR = $(CURDIR)/run
 run: deps-run
@@ -140,4 +149,4 @@ clean:
 	rm -f greylistd
 	rm -rf run
 
-.PHONY: all check run bench install clean deps-build deps-test deps-run
+.PHONY: all check run bench fuzz install clean deps-build deps-test deps-run

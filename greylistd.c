@@ -115,6 +115,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -387,7 +388,8 @@ static const char *log_value(char *dst, size_t size, const char *src)
 		unsigned char c = (unsigned char)*src;
 		int plain = c >= 32 && c < 127 && c != '\\' && c != ',';
 
-		if (o + (plain ? 1 : 4) + 4 > size || o >= LOG_VALUE_MAX) {
+		if (o + (plain ? 1 : 4) + 4 > size
+		    || o + (plain ? 1 : 4) > LOG_VALUE_MAX) {
 			memcpy(dst + o, "...", 4);
 			return dst;
 		}
@@ -1047,7 +1049,7 @@ static int record_key(char kind, const char *const *parts, size_t n,
 	key[1] = '\n';
 	for (i = 0; i < n; i++) {
 		plen = strlen(parts[i]);
-		if (len + plen + 2 > size)
+		if (len + plen + 1 > size)
 			return -1;
 		memcpy(key + len, parts[i], plen);
 		len += plen;
@@ -1166,12 +1168,12 @@ static int translate_regex(const char *s, char *dst, size_t size,
 	size_t o = 0;
 	int bracket = 0;
 	const char *add;
-	char one[3];
+	char one[4];			/* "[^]" and its NUL at most */
 
 	for (; *s; s++) {
 		add = one;
 		one[0] = *s;
-		one[1] = one[2] = 0;
+		one[1] = one[2] = one[3] = 0;
 		if (*s == '\\' && !s[1]) {
 			*why = "ends with a backslash";
 			return -1;
@@ -1184,7 +1186,9 @@ static int translate_regex(const char *s, char *dst, size_t size,
 		} else if (*s == '\\') {
 			s++;
 			add = isalnum((unsigned char)*s) ? perl_escape(*s)
-				: (one[1] = *s, one);
+				: strchr(".[]()*+?{}|^$\\", *s)
+				? (one[1] = *s, one)	/* still special */
+				: (one[0] = *s, one);	/* \' \< are GNU's */
 		} else if (*s == '[' && !bracket) {
 			bracket = 1;
 			if (s[1] == '^')
@@ -1326,6 +1330,119 @@ static int is_local_part(const char *s, size_t len)
 	return len > 0;
 }
 
+/* Compiling x{1,1000}{1,1000} takes glibc's regcomp gigabytes: it copies
+ * a repeated part once per repetition ("+": twice), and repetitions of
+ * repetitions multiply. The length times every repetition count bounds
+ * those copies; past this (about 14 MB) an expression is refused. */
+#define MAX_RE_COST	65536
+
+/* regex_too_costly - the bound above, of a POSIX extended regex */
+static int regex_too_costly(const char *re)
+{
+	long long cost = (long long)strlen(re), n, m;
+
+	for (; *re && cost <= MAX_RE_COST; re++) {
+		if (*re == '\\' && re[1]) {
+			re++;
+		} else if (*re == '+') {
+			cost *= 2;
+		} else if (*re == '{') {
+			for (n = m = 0; re[1] && re[1] != '}' && m <= MAX_RE_COST;
+			     re++) {
+				n = isdigit((unsigned char)re[1])
+					? n * 10 + (re[1] - '0') : 0;
+				m = n > m ? n : m;
+			}
+			cost *= m + 1;
+		}
+	}
+	return cost > MAX_RE_COST;
+}
+
+/* A repetition (*, +, {}) of what can match the empty string, as in a**
+ * or (a*)*, sends glibc's regcomp into exponential time (70 bytes take
+ * minutes); Perl calls a** a nested quantifier. Such an expression is
+ * refused, and so is one whose groups nest deeper than this. */
+#define MAX_RE_DEPTH	16
+
+/* skip_bracket - the "]" that ends the bracket expression at re, or the
+ * end of the string */
+static const char *skip_bracket(const char *re)
+{
+	const char *end;
+
+	re += 1 + (re[1] == '^');
+	if (*re == ']')
+		re++;
+	for (; *re && *re != ']'; re++) {
+		if (*re != '[' || !re[1] || !strchr(":.=", re[1]))
+			continue;
+		end = strchr(re + 2, ']');
+		while (end && end[-1] != re[1])
+			end = strchr(end + 1, ']');
+		if (!end)
+			return re + strlen(re);
+		re = end;
+	}
+	return re;
+}
+
+/* regex_loops_on_empty - does a repetition apply to something that can
+ * match the empty string (an anchor, a repetition that allows none, a
+ * group that can be empty)? The "empty" state of the sequence so far
+ * and of the alternatives is kept for each open group. */
+static int regex_loops_on_empty(const char *re)
+{
+	int seq[MAX_RE_DEPTH + 1] = { 1 }, alt[MAX_RE_DEPTH + 1] = { 0 };
+	int d = 0, last = -1, before = 1, atom;
+
+	for (; *re; re++) {
+		atom = 0;
+		if (*re == '(') {
+			if (++d > MAX_RE_DEPTH)
+				return 1;
+			seq[d] = 1;
+			alt[d] = 0;
+			last = -1;
+			continue;
+		} else if (*re == '|') {
+			alt[d] |= seq[d];
+			seq[d] = 1;
+			last = -1;
+			continue;
+		} else if (*re == ')' && d > 0) {
+			atom = alt[d] || seq[d];
+			d--;
+		} else if ((strchr("*?+", *re) || (*re == '{'
+			    && isdigit((unsigned char)re[1]))) && last >= 0) {
+			if (last && *re != '?')
+				return 1;	/* a loop over nothing */
+			last = last || *re == '*' || *re == '?'
+				|| (*re == '{' && re[1] == '0' && !isdigit(
+				    (unsigned char)re[2]));
+			if (*re == '{')
+				while (*re && *re != '}')
+					re++;
+			seq[d] = before && last;
+			if (!*re)
+				break;
+			continue;
+		} else if (*re == '^' || *re == '$') {
+			atom = 1;
+		} else if (*re == '\\' && re[1]) {
+			re++;
+		} else if (*re == '[') {
+			re = skip_bracket(re);
+			if (!*re)
+				break;
+		}
+		before = seq[d];
+		seq[d] = before && atom;
+		last = atom;
+	}
+	return 0;
+}
+
 /* parse_value - one entry of a given side ('c'lient or 'r'ecipient). The
  * value is lower-cased in place: entries point into the file's buffer. */
 static const char *parse_value(int side, char *v, struct wl_entry *e)
@@ -1342,6 +1459,12 @@ static const char *parse_value(int side, char *v, struct wl_entry *e)
 			return "out of memory";
 		if (translate_regex(v + 1, e->owned, 6 * len, &rlen, &why) != 0)
 			return why;
+		if (regex_too_costly(e->owned))
+			return "too costly to compile (large or nested"
+			       " repetitions)";
+		if (regex_loops_on_empty(e->owned))
+			return "a repetition of what can match nothing, as"
+			       " (a*)*: too costly to compile";
 		e->text = e->owned;
 		e->suffix = required_suffix(e->text, rlen);
 		return NULL;
@@ -1627,39 +1750,56 @@ static const struct wl_entry *wl_client(int family, const unsigned char *a,
 	return NULL;
 }
 
+/* local_matches - the recipient's local part is the entry's, or the
+ * entry's with a +extension after it (as postgrey matches) */
+static int local_matches(const char *r, size_t rlen, const char *l,
+			 size_t llen)
+{
+	return rlen >= llen && memcmp(r, l, llen) == 0
+		&& (rlen == llen || r[llen] == '+');
+}
+
+/* rcpt_matches - does entry e whitelist the (lower-case) recipient, whose
+ * "@" is at? Regexes (pass 1) come last. */
+static int rcpt_matches(struct wl_entry *e, int pass, const char *rcpt,
+			const char *at)
+{
+	const char *eat;
+
+	if (pass == 1)
+		return e->kind == WL_RCPT_RE && wl_regex(e, rcpt);
+	if (!at)
+		return 0;
+	switch (e->kind) {
+	case WL_USER:
+		return local_matches(rcpt, (size_t)(at - rcpt), e->text,
+				     strlen(e->text));
+	case WL_ADDRESS:
+		eat = strrchr(e->text, '@');
+		return eat && strcmp(at, eat) == 0
+			&& local_matches(rcpt, (size_t)(at - rcpt), e->text,
+					 (size_t)(eat - e->text));
+	case WL_DOMAIN:
+		return ends_with_name(at + 1, e->text);
+	default:
+		return 0;
+	}
+}
+
 /* wl_recipient - the entry that whitelists this (lower-case) recipient,
  * or NULL; "user+ext@domain" matches the entries for user@domain */
 static const struct wl_entry *wl_recipient(const char *rcpt)
 {
-	char base[MAX_LINE + 1];
-	const char *at = strrchr(rcpt, '@'), *tail;
-	size_t local = at ? (size_t)(at - rcpt) : 0, plus;
+	const char *at = strrchr(rcpt, '@');
 	size_t i;
 	int pass;
 
-	if (strlen(rcpt) >= sizeof(base) || !wl.e)
+	if (!wl.e)
 		return NULL;
-	plus = strcspn(rcpt, "+");
-	if (at && plus < local)
-		local = plus;
-	memcpy(base, rcpt, local);
-	tail = at ? at : rcpt + local;
-	memcpy(base + local, tail, strlen(tail) + 1);
-	for (pass = 0; pass < 2; pass++) {
-		for (i = 0; i < wl.n; i++) {
-			struct wl_entry *e = &wl.e[i];
-
-			if (pass == 1 ? e->kind == WL_RCPT_RE && wl_regex(e, rcpt)
-			    : (e->kind == WL_USER && at
-			       && strlen(e->text) == local
-			       && memcmp(base, e->text, local) == 0)
-			    || (e->kind == WL_ADDRESS
-				&& strcmp(base, e->text) == 0)
-			    || (e->kind == WL_DOMAIN && at
-				&& ends_with_name(at + 1, e->text)))
-				return e;
-		}
-	}
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < wl.n; i++)
+			if (rcpt_matches(&wl.e[i], pass, rcpt, at))
+				return &wl.e[i];
 	return NULL;
 }
 
@@ -3163,8 +3303,8 @@ static void rec_split(datum key, datum value, struct rec *r)
 
 	memset(r, 0, sizeof(*r));
 	r->kind = 'X';
-	if (key.dsize < 3 || p[1] != '\n')
-		return;
+	if (key.dsize < 3 || p[1] != '\n' || memchr(p, 0, (size_t)key.dsize))
+		return;			/* a NUL: only X shows it */
 	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		if (kinds[i].kind == p[0])
 			break;
@@ -3348,6 +3488,7 @@ static int unescape(const char *s, char *out, size_t size, size_t *len)
 	unsigned hi, lo;
 
 	if (strcmp(s, "<>") == 0) {
+		out[0] = 0;
 		*len = 0;
 		return 0;
 	}
@@ -3571,13 +3712,17 @@ struct seen {
 	unsigned defers[2];		/* counted in greylistd's, Postfix's lines */
 };
 
+#ifndef SEEN_BUCKETS			/* a fuzz build makes it small */
 #define SEEN_BUCKETS	65536
+#endif
 
 static struct {
 	struct seen *bucket[SEEN_BUCKETS];
 	size_t n;
 	long long end;			/* the last time in the input */
 	const char *marker;		/* what marks Postfix's greylisting lines */
+	uint64_t seed;			/* of the hash, see seen_get */
+	int seeded;
 } rep;
 
 /* An event of the report's input. */
@@ -3588,10 +3733,15 @@ static struct seen *seen_get(const char *key, const char *addr,
 			     const char *name, const char *sender,
 			     const char *rcpt)
 {
-	uint64_t h = 14695981039346656037ULL;
+	uint64_t h;
 	const char *p;
 	struct seen *s;
 
+	/* Senders choose what is hashed: a secret seed keeps them from
+	 * piling their triplets into one chain. */
+	if (!rep.seeded && getrandom(&rep.seed, sizeof(rep.seed), 0) >= 0)
+		rep.seeded = 1;
+	h = 14695981039346656037ULL ^ rep.seed;
 	for (p = key; *p; p++)
 		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
 	for (s = rep.bucket[h % SEEN_BUCKETS]; s; s = s->next)
@@ -3669,7 +3819,6 @@ static const char *parse_stamp(const char *line, long long *t)
 {
 	struct tm tm, here;
 	const char *p;
-	char *end;
 	time_t now = time(NULL);
 	long off;
 	int sign;
@@ -3682,14 +3831,18 @@ static const char *parse_stamp(const char *line, long long *t)
 		if (*p == 'Z') {
 			off = 0;
 			p++;
-		} else if (*p == '+' || *p == '-') {
-			off = strtol(p + 1, &end, 10);
-			if (*end == ':') {
-				off = off * 60 + strtol(end + 1, &end, 10);
-			} else {
-				off = off / 100 * 60 + off % 100;
+		} else if ((*p == '+' || *p == '-')
+			   && isdigit((unsigned char)p[1])
+			   && isdigit((unsigned char)p[2])) {
+			off = 60L * ((p[1] - '0') * 10 + (p[2] - '0'));
+			p += 3;
+			if (*p == ':' && isdigit((unsigned char)p[1]))
+				p++;
+			if (isdigit((unsigned char)p[0])
+			    && isdigit((unsigned char)p[1])) {
+				off += (p[0] - '0') * 10 + (p[1] - '0');
+				p += 2;
 			}
-			p = end;
 		} else {
 			return NULL;
 		}
@@ -3931,7 +4084,7 @@ static void confirm_passes(void)
 		return;
 	for (b = 0; b < SEEN_BUCKETS; b++)
 		for (s = rep.bucket[b]; s; s = s->next) {
-			if (s->passed)
+			if (s->passed && s->passed >= s->first)
 				continue;
 			parts[0] = s->key;
 			if (record_key('T', parts, 1, (int)cfg.privacy, key,
@@ -4029,7 +4182,7 @@ static int report_print(void)
 			if (!s->defers[0] && !s->defers[1])
 				continue;	/* only seen passing */
 			deferred++;
-			if (s->passed)
+			if (s->passed && s->passed >= s->first)
 				delays[nd++] = s->passed - s->first;
 			else if (s->last - s->first < window
 				 && rep.end - s->first >= window)
@@ -4041,10 +4194,16 @@ static int report_print(void)
 	for (i = 0; i < nf; i++) {
 		s = fatal[i];
 		format_time(stamp, sizeof(stamp), TS_UTC, (time_t)s->first);
-		printf("%s %u %s %s %s %s\n", stamp,
-		       s->defers[0] > s->defers[1] ? s->defers[0] : s->defers[1],
-		       s->addr, *s->name ? s->name : "unknown",
-		       *s->sender ? s->sender : "<>", s->recipient);
+		/* fields escaped as in a dump: a crafted log line puts
+		 * no control character on the admin's terminal */
+		printf("%s %u", stamp, s->defers[0] > s->defers[1]
+		       ? s->defers[0] : s->defers[1]);
+		print_escaped(s->addr, strlen(s->addr));
+		print_escaped(*s->name ? s->name : "unknown",
+			      strlen(*s->name ? s->name : "unknown"));
+		print_escaped(s->sender, strlen(s->sender));
+		print_escaped(s->recipient, strlen(s->recipient));
+		(void)putchar('\n');
 		nets[i] = s->key;	/* the key starts with the network */
 		rcpts[i] = s->recipient;
 	}

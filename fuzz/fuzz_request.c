@@ -1,0 +1,512 @@
+/*
+ * fuzz_request - the policy request reader and parser, then the parts of
+ * policy() that need no database, under libFuzzer.
+ *
+ * The bytes are a connection: they are put in a memfd that serves as the
+ * connection's input, and read_request() reads them through the real
+ * buffer, its compaction, the line checks and the attribute parsing.
+ * read(2) is wrapped to return short counts on a schedule the input
+ * chooses, as a socket does, so that requests arrive in pieces. A simple
+ * model of the protocol says, independently, what each request should
+ * give: its attributes, a violation or the end of the input; the two
+ * must agree.
+ *
+ * Each request that parses then goes through client_net(),
+ * normalise_sender(), lower(), the whitelist (wl_client, wl_recipient),
+ * a verdict (the real one when the whitelist decides, else one the
+ * database could give), log_decision() into a memfd log file and
+ * format_reply(), with these invariants:
+ *   - attribute values hold no NUL or newline;
+ *   - client_net accepts exactly what inet_pton accepts, and its address,
+ *     network and auto-whitelist key are consistent;
+ *   - normalise_sender's output is no longer than its input;
+ *   - a reply starts with "action=", ends with "\n\n" and is otherwise
+ *     printable ASCII;
+ *   - log_value's output is printable ASCII, at most LOG_VALUE_MAX + 3
+ *     bytes, and unescapes to (a prefix of) the value;
+ *   - the decision line is one printable line, and `greylistd report`'s
+ *     field() reads back each value that was not cut.
+ *
+ * Input: a 4-byte header, then the connection's bytes.
+ *   h[0] & 3 == 3	a filler of complete requests comes first, so that
+ *			the rest straddles the end of the 64 KiB buffer
+ *			(compaction); its length is MAX_REQUEST - 17 * h[3]
+ *   h[0] & 3 == 2	as long a filler, but of one request left open, which
+ *			the rest continues (a request too large for the
+ *			buffer, with a short input)
+ *   h[0] >> 2 & 7	short-read schedule (0: reads return all they can)
+ *   h[0] & 0x20	--lookup-by-host
+ *   h[0] >> 6		which templates and action (valid ones)
+ *   h[1] % 33		--ipv4cidr;  h[2] % 129: --ipv6cidr
+ */
+
+#include "fuzz.h"
+
+/* The connection's fd, and the short-read schedule. */
+static int conn_fd = -1;
+static unsigned sched, nreads;
+
+static ssize_t fz_read(int fd, void *buf, size_t n)
+{
+	static const size_t chunk[] = { 1, 2, 5, 13, 64, 511, 4096, 9000 };
+
+	if (fd == conn_fd && sched) {
+		size_t cap = chunk[(sched * 3 + nreads++) % 8];
+
+		if (n > cap)
+			n = cap;
+	}
+	return read(fd, buf, n);
+}
+
+#define read(fd, buf, n) fz_read(fd, buf, n)
+#define main greylistd_main
+#ifdef GREYLISTD_SRC
+#include GREYLISTD_SRC
+#else
+#include "../greylistd.c"
+#endif
+#undef main
+#undef read
+
+/* A small whitelist of every kind, loaded once. */
+static const char whitelist[] =
+	"client 192.0.2.25\n"
+	"client 198.51.100.0/24\n"
+	"client 2001:db8:77::/48\n"
+	"client ::ffff:203.0.113.0/120\n"
+	"client google.com\n"
+	"client /^mx[0-9]+\\.example\\.net$/\n"
+	"client /^(?:smtp|relay)\\w*\\.lazy\\.example$/\n"
+	"client /^fallback.*?\\.example\\.org$/\n"
+	"client /\\d+-\\d+-\\d+\\.dyn\\./\n"
+	"recipient postmaster@\n"
+	"recipient sales@example.com\n"
+	"recipient example.org\n"
+	"recipient @sub.example.net\n"
+	"recipient /^noc-.*@example\\.com$/\n"
+	"recipient /^list-.*@lists\\.example$/\n"
+	"recipient /(a|b)+c$/\n";
+
+static const char postgrey_clients[] =
+	"/^mail\\d+\\.perl\\.example$/\n203.0.113\n10.1\npartner.example\n";
+
+/* The model's view of one request: where each attribute's value is. */
+struct mreq {
+	const char *v[A_COUNT];
+	size_t len[A_COUNT];
+};
+
+enum { M_OK, M_EOF, M_VIOLATION };
+
+/* model_next - the next request of s[*pos, n), as the protocol says it
+ * must be read: lines of at most MAX_LINE bytes without NUL, ended by an
+ * empty line; at most MAX_REQUEST bytes in all; every line name=value
+ * with a name; at most MAX_ATTRS of them; no attribute greylistd reads
+ * given twice; request=smtpd_access_policy. Input that ends inside a
+ * request is a violation. */
+static int model_next(const char *s, size_t n, size_t *pos, struct mreq *m)
+{
+	size_t p = *pos, q = p, len, namelen, nattrs = 0, line;
+	const char *nl, *eq;
+	int i;
+
+	memset(m, 0, sizeof(*m));
+	if (p == n)
+		return M_EOF;
+	for (;;) {
+		if (!(nl = memchr(s + q, '\n', n - q)))
+			return M_VIOLATION;
+		len = (size_t)(nl - (s + q));
+		if (len > MAX_LINE || memchr(s + q, 0, len))
+			return M_VIOLATION;
+		q += len + 1;
+		if (len == 0)
+			break;
+	}
+	if (q - p > MAX_REQUEST)
+		return M_VIOLATION;
+	for (line = p; line < q - 1; line += len + 1) {
+		nl = memchr(s + line, '\n', q - line);
+		len = (size_t)(nl - (s + line));
+		eq = memchr(s + line, '=', len);
+		if (!eq || eq == s + line || ++nattrs > MAX_ATTRS)
+			return M_VIOLATION;
+		namelen = (size_t)(eq - (s + line));
+		for (i = 0; i < A_COUNT; i++) {
+			if (strlen(attr_names[i]) != namelen
+			    || memcmp(attr_names[i], s + line, namelen) != 0)
+				continue;
+			if (m->v[i])
+				return M_VIOLATION;
+			m->v[i] = eq + 1;
+			m->len[i] = len - namelen - 1;
+		}
+	}
+	if (!m->v[A_REQUEST] || m->len[A_REQUEST] != 19
+	    || memcmp(m->v[A_REQUEST], "smtpd_access_policy", 19) != 0)
+		return M_VIOLATION;
+	*pos = q;
+	return M_OK;
+}
+
+/* unlog_n - log_value's escapes undone, into out (the "..." mark kept) */
+static size_t unlog_n(const char *s, char *out)
+{
+	size_t o = 0;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] == 'x' && isxdigit((unsigned char)s[2])
+		    && isxdigit((unsigned char)s[3])) {
+			char hex[3] = { s[2], s[3], 0 };
+
+			out[o++] = (char)strtol(hex, NULL, 16);
+			s += 3;
+		} else {
+			out[o++] = *s;
+		}
+	}
+	out[o] = 0;
+	return o;
+}
+
+/* escaped_len - how long log_value's escaped form of v is, uncut */
+static size_t escaped_len(const char *v)
+{
+	size_t n = 0;
+
+	for (; *v; v++) {
+		unsigned char c = (unsigned char)*v;
+
+		n += c >= 32 && c < 127 && c != '\\' && c != ',' ? 1 : 4;
+	}
+	return n;
+}
+
+/* check_log_value - the sanitiser's promises for one value */
+static void check_log_value(const char *v)
+{
+	static char plain[LOG_VALUE_MAX + 16];
+	char out[LOG_VALUE_MAX + 8];
+	size_t len, cut, plen;
+
+	log_value(out, sizeof(out), v);
+	len = strlen(out);
+	CHECK(len <= LOG_VALUE_MAX + 3, "log_value gave %zu bytes: %s", len,
+	      out);
+	CHECK(fz_printable(out, len), "log_value gave a non-printable: %s",
+	      out);
+	cut = escaped_len(v) > LOG_VALUE_MAX;
+	CHECK(!cut || (len >= 3 && strcmp(out + len - 3, "...") == 0),
+	      "a cut value is not marked: %s", out);
+	if (cut)
+		out[len - 3] = 0;
+	CHECK(!strchr(out, ','), "a comma in a logged value: %s", out);
+	plen = unlog_n(out, plain);
+	CHECK(cut ? strncmp(plain, v, plen) == 0 : strcmp(plain, v) == 0,
+	      "log_value does not unescape to the value: %s", out);
+}
+
+/* check_client_net - client_net against inet_pton */
+static int check_client_net(const char *text, struct triplet *t)
+{
+	unsigned char b[16], a2[16], n2[16], m[16];
+	int v4 = inet_pton(AF_INET, text, b) == 1;
+	int v6 = !v4 && inet_pton(AF_INET6, text, b) == 1;
+	int mapped = v6 && memcmp(b, v4mapped, 12) == 0;
+	int rc = client_net(text, t), fam;
+	size_t len, i;
+	long long bits;
+
+	CHECK((rc == 0) == (v4 || v6), "client_net(%.80s) = %d", text, rc);
+	if (rc != 0)
+		return rc;
+	fam = v4 || mapped ? AF_INET : AF_INET6;
+	len = fam == AF_INET ? 4 : 16;
+	CHECK(t->family == fam, "client_net(%.80s): family", text);
+	CHECK(memcmp(t->bin, mapped ? b + 12 : b, len) == 0,
+	      "client_net(%.80s): address", text);
+	CHECK(inet_pton(fam, t->addr, a2) == 1 && memcmp(a2, t->bin, len) == 0,
+	      "client_net(%.80s): text %s", text, t->addr);
+	memcpy(m, t->bin, len);
+	bits = cfg.lookup_by_host ? (long long)len * 8
+		: fam == AF_INET ? cfg.ipv4cidr : cfg.ipv6cidr;
+	for (i = 0; i < len * 8; i++)
+		if ((long long)i >= bits)
+			m[i / 8] &= (unsigned char)~(0x80 >> (i % 8));
+	CHECK(inet_pton(fam, t->net, n2) == 1 && memcmp(n2, m, len) == 0,
+	      "client_net(%.80s): network %s", text, t->net);
+	CHECK(strcmp(t->client, fam == AF_INET ? t->addr : t->net) == 0,
+	      "client_net(%.80s): client key %s", text, t->client);
+	return 0;
+}
+
+/* check_log - the decision line, read back as `greylistd report` does */
+static void check_log(const struct request *r, const struct outcome *o)
+{
+	static char got[MAX_LINE];
+	const char *line, *msg;
+	size_t len, i;
+	char *s;
+
+	log_decision(r, o);
+	s = fz_take(log_fd, &len);
+	if (!verdicts[o->v].action) {
+		CHECK(len == 0, "a line logged for no decision: %s", s);
+		return;
+	}
+	CHECK(len > 0 && s[len - 1] == '\n'
+	      && memchr(s, '\n', len) == s + len - 1,
+	      "the decision is not one line: %s", s);
+	CHECK(fz_printable(s, len - 1), "a non-printable in the log: %s", s);
+	line = strstr(s, "]: ");
+	CHECK(line, "no \"greylistd[PID]: \" in %s", s);
+	msg = line + 3;
+	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {
+		msg = strstr(msg, ": action=");
+		CHECK(msg, "no queue id before the action: %s", s);
+		msg += 2;
+	}
+	CHECK(strncmp(msg, "action=", 7) == 0, "not action= first: %s", s);
+	s[len - 1] = 0;
+	for (i = 0; i < NLOGGED; i++) {
+		const char *v = r->attr[logged_attrs[i].id];
+		const char *f = field(msg, attr_names[logged_attrs[i].id], got,
+				      sizeof(got));
+
+		if (!v || !*v) {
+			CHECK(!f, "%s read back though not logged: %s",
+			      attr_names[logged_attrs[i].id], s);
+			continue;
+		}
+		CHECK(f, "%s not read back: %s", attr_names[logged_attrs[i].id],
+		      s);
+		if (escaped_len(v) <= LOG_VALUE_MAX)
+			CHECK(strcmp(f, v) == 0, "%s read back as %s: %s",
+			      attr_names[logged_attrs[i].id], f, s);
+	}
+}
+
+/* check_reply - one action line and an empty line, printable */
+static void check_reply(const struct request *r, const struct outcome *o,
+			int prepend)
+{
+	char reply[MAX_REPLY];
+	size_t n = format_reply(reply, sizeof(reply), r, o, prepend);
+
+	CHECK(n == strlen(reply), "reply length %zu", n);
+	CHECK(n >= 9 && strncmp(reply, "action=", 7) == 0
+	      && reply[n - 2] == '\n' && reply[n - 1] == '\n',
+	      "reply not action=...\\n\\n: %s", reply);
+	CHECK(fz_printable(reply, n - 2), "reply not printable: %s", reply);
+}
+
+/* The database's verdicts, simulated: the whitelist's are real. */
+static const enum verdict db_verdicts[] =
+	{ V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_FAIL_OPEN };
+
+/* check_policy - policy() up to the database, then answer and log */
+static void check_policy(const struct request *r, unsigned k)
+{
+	static struct triplet t;
+	static char tmp[MAX_LINE + 1];
+	const char *state = r->attr[A_PROTOCOL_STATE];
+	const struct wl_entry *e;
+	struct outcome o;
+	size_t i;
+
+	for (i = 0; i < A_COUNT; i++)
+		if (r->attr[i]) {
+			CHECK(!strchr(r->attr[i], '\n'), "newline in %s",
+			      attr_names[i]);
+			check_log_value(r->attr[i]);
+		}
+	memset(&o, 0, sizeof(o));
+	if (state && strcmp(state, "RCPT") != 0) {
+		o.v = V_NOT_RCPT;
+	} else if (!r->attr[A_CLIENT_ADDRESS] || !r->attr[A_SENDER]
+		   || !r->attr[A_RECIPIENT]) {
+		bad_request(&o, "no sender");
+	} else if (check_client_net(r->attr[A_CLIENT_ADDRESS], &t) != 0) {
+		bad_request(&o, "client_address is not an IP address");
+	} else {
+		lower(t.recipient, r->attr[A_RECIPIENT]);
+		CHECK(strlen(t.recipient) == strlen(r->attr[A_RECIPIENT]),
+		      "lower changed the length");
+		for (i = 0; t.recipient[i]; i++)
+			CHECK(!(t.recipient[i] >= 'A' && t.recipient[i] <= 'Z'),
+			      "lower left upper case");
+		o.v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
+		lower(tmp, r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : "");
+		e = wl_client(t.family, t.bin, tmp);
+		CHECK(!e || e->kind == WL_NET || e->kind == WL_HOST
+		      || e->kind == WL_CLIENT_RE, "wl_client: a recipient entry");
+		e = wl_recipient(t.recipient);
+		CHECK(!e || e->kind == WL_USER || e->kind == WL_ADDRESS
+		      || e->kind == WL_DOMAIN || e->kind == WL_RCPT_RE,
+		      "wl_recipient: a client entry");
+		normalise_sender(t.sender, r->attr[A_SENDER]);
+		CHECK(strlen(t.sender) <= strlen(r->attr[A_SENDER]),
+		      "normalise_sender made %.80s longer: %.80s",
+		      r->attr[A_SENDER], t.sender);
+		if (o.v == V_NEW) {
+			o.v = db_verdicts[k % 6];
+			o.seconds = (long long)(k * 37 % 400);
+			if (o.v == V_FAIL_OPEN)
+				fail_open(&o, "lock not had within 2s");
+		}
+	}
+	check_log(r, &o);
+	check_reply(r, &o, (k & 1) && *cfg.header);
+}
+
+/* fill_requests - n bytes of complete, valid requests */
+static void fill_requests(char *p, size_t n)
+{
+	static const char head[] = "request=smtpd_access_policy\nx=";
+	size_t size;
+
+	while (n > 0) {
+		size = n <= 8000 ? n : 4000;
+		memcpy(p, head, sizeof(head) - 1);
+		memset(p + sizeof(head) - 1, 'f', size - (sizeof(head) - 1) - 2);
+		memcpy(p + size - 2, "\n\n", 2);
+		p += size;
+		n -= size;
+	}
+}
+
+/* fill_open - n bytes of the start of one request, not ended */
+static void fill_open(char *p, size_t n)
+{
+	static const char head[] = "request=smtpd_access_policy\n";
+	size_t size;
+
+	memcpy(p, head, sizeof(head) - 1);
+	p += sizeof(head) - 1;
+	n -= sizeof(head) - 1;
+	while (n > 0) {
+		size = n <= 8000 ? n : 4000;
+		memcpy(p, "x=", 2);
+		memset(p + 2, 'f', size - 3);
+		p[size - 1] = '\n';
+		p += size;
+		n -= size;
+	}
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	static char p1[64], p2[64];
+	static struct wl_list files;
+	int fd;
+
+	(void)argc;
+	(void)argv;
+	setenv("TZ", "UTC", 1);
+	tzset();
+	log_fd = fz_memfd("log");
+	conn_fd = fz_memfd("conn");
+	cfg.hostname = "mx.example";
+	cfg.timeout = 5;
+	fd = fz_memfd("whitelist");
+	fz_set(fd, whitelist, sizeof(whitelist) - 1);
+	files.path[files.n] = fz_path(fd, p1, sizeof(p1));
+	files.format[files.n++] = WLF_GREYLISTD;
+	fd = fz_memfd("clients");
+	fz_set(fd, postgrey_clients, sizeof(postgrey_clients) - 1);
+	files.path[files.n] = fz_path(fd, p2, sizeof(p2));
+	files.format[files.n++] = WLF_CLIENTS;
+	wl_load(&files);
+	if (wl.problems || wl.n < 20) {
+		fprintf(stderr, "fuzz_request: the whitelist did not load\n");
+		abort();
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const texts[] = {
+		"Greylisted, please try again in %s seconds", "",
+		"%r: wait %s s (%%)", "Greylisted",
+	};
+	static const char *const headers[] = {
+		"X-Greylist: delayed %t seconds by greylistd-%v at %h; %d", "",
+		"X-Greylist: %t%%", "X-G: %d %d %h",
+	};
+	static const char *const actions[] = {
+		"DEFER_IF_PERMIT", "450", "DEFER", "DEFER_IF_REJECT",
+	};
+	static char stream[MAX_REQUEST + (1 << 20)];
+	static struct conn c;
+	size_t n = 0, pos = 0, filler = 0, i, loglen;
+	unsigned k = 0;
+	struct request r;
+	struct mreq m;
+	int want, got;
+	char *logged;
+
+	if (size < 4 || size - 4 > sizeof(stream) - MAX_REQUEST)
+		return 0;
+	sched = data[0] >> 2 & 7;
+	nreads = 0;
+	cfg.lookup_by_host = data[0] >> 5 & 1;
+	cfg.greylist_text = texts[data[0] >> 6];
+	cfg.header = headers[data[0] >> 6];
+	cfg.greylist_action = actions[data[1] >> 6];
+	cfg.ipv4cidr = data[1] % 33;
+	cfg.ipv6cidr = data[2] % 129;
+	if ((data[0] & 3) == 3) {
+		filler = MAX_REQUEST - 17 * (size_t)data[3];
+		fill_requests(stream, filler);
+		n = filler;
+	} else if ((data[0] & 3) == 2) {
+		n = MAX_REQUEST - 17 * (size_t)data[3];
+		fill_open(stream, n);
+	}
+	memcpy(stream + n, data + 4, size - 4);
+	n += size - 4;
+	fz_set(conn_fd, stream, n);
+
+	memset(&c, 0, sizeof(c));
+	c.in = c.out = conn_fd;
+	for (;;) {
+		size_t before = pos;
+
+		want = model_next(stream, n, &pos, &m);
+		got = read_request(&c, &r);
+		logged = fz_take(log_fd, &loglen);
+		if (want == M_EOF) {
+			CHECK(got == RD_EOF, "end of input read as %d", got);
+			CHECK(loglen == 0, "logged at the end: %s", logged);
+			break;
+		}
+		if (want == M_VIOLATION) {
+			CHECK(got == RD_VIOLATION, "request %u at byte %zu: the"
+			      " model says violation, read_request %d", k,
+			      before, got);
+			CHECK(strstr(logged, "warning: protocol violation: "),
+			      "violation not logged: %s", logged);
+			break;
+		}
+		CHECK(got == RD_OK, "request %u at byte %zu: the model says"
+		      " ok, read_request %d (log: %s)", k, before, got, logged);
+		CHECK(loglen == 0, "a good request logged: %s", logged);
+		for (i = 0; i < A_COUNT; i++) {
+			CHECK(!m.v[i] == !r.attr[i], "request %u: %s %s", k,
+			      attr_names[i], m.v[i] ? "missing" : "invented");
+			if (m.v[i])
+				CHECK(strlen(r.attr[i]) == m.len[i]
+				      && memcmp(r.attr[i], m.v[i], m.len[i]) == 0,
+				      "request %u: %s differs", k, attr_names[i]);
+		}
+		if (before >= filler)
+			check_policy(&r, k + data[3]);
+		k++;
+	}
+	return 0;
+}
