@@ -319,6 +319,7 @@ static const struct option_spec options[] = {
  */
 
 static int log_fd = -1;			/* --log-file, or -1 for syslog */
+static long my_pid;			/* for --log-file lines */
 static int use_journal;			/* running under systemd */
 
 /* libsystemd is loaded only under systemd: linking it doubles the cost
@@ -455,7 +456,7 @@ static void log_file_write(const char *line)
 
 	format_time(stamp, sizeof(stamp), TS_LOG, time(NULL));
 	n = snprintf(buf, sizeof(buf), "%s greylistd[%ld]: %s\n", stamp,
-		     (long)getpid(), line);
+		     my_pid, line);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(buf)) {
@@ -2644,12 +2645,29 @@ static void append(char *buf, size_t size, size_t *len, const char *fmt, ...)
 		*len = *len + (size_t)n < size ? *len + (size_t)n : size - 1;
 }
 
+/* A journal field, "NAME=value", at most this long. */
+#define MAX_FIELD	(LOG_VALUE_MAX + 48)
+
+/* add_field - one more journal field; nothing when not logging there */
+__attribute__((format(printf, 3, 4)))
+static void add_field(char (*fields)[MAX_FIELD], size_t *nf,
+		      const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!use_journal)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(fields[(*nf)++], MAX_FIELD, fmt, ap);
+	va_end(ap);
+}
+
 /* log_decision - one line per RCPT decision, in postgrey's format, and
  * under systemd the same facts as journal fields */
 static void log_decision(const struct request *r, const struct outcome *o)
 {
 	char line[2048], reason[240], val[LOG_VALUE_MAX + 8];
-	char fields[NLOGGED + 3][LOG_VALUE_MAX + 48];
+	char fields[NLOGGED + 3][MAX_FIELD];
 	struct iovec iov[NLOGGED + 3];
 	size_t n = 0, nf = 0, i;
 
@@ -2668,14 +2686,11 @@ static void log_decision(const struct request *r, const struct outcome *o)
 		       log_value(val, sizeof(val), r->attr[A_QUEUE_ID]));
 	append(line, sizeof(line), &n, "action=%s, reason=%s",
 	       verdicts[o->v].action, reason);
-	snprintf(fields[nf++], sizeof(fields[0]), "GREYLISTD_ACTION=%s",
-		 verdicts[o->v].action);
-	snprintf(fields[nf++], sizeof(fields[0]), "GREYLISTD_REASON=%s",
-		 reason);
+	add_field(fields, &nf, "GREYLISTD_ACTION=%s", verdicts[o->v].action);
+	add_field(fields, &nf, "GREYLISTD_REASON=%s", reason);
 	if (o->v == V_PASS_FIRST) {
 		append(line, sizeof(line), &n, ", delay=%lld", o->seconds);
-		snprintf(fields[nf++], sizeof(fields[0]),
-			 "GREYLISTD_DELAY=%lld", o->seconds);
+		add_field(fields, &nf, "GREYLISTD_DELAY=%lld", o->seconds);
 	}
 	for (i = 0; i < NLOGGED; i++) {
 		const char *v = r->attr[logged_attrs[i].id];
@@ -2685,8 +2700,7 @@ static void log_decision(const struct request *r, const struct outcome *o)
 		log_value(val, sizeof(val), v);
 		append(line, sizeof(line), &n, ", %s=%s",
 		       attr_names[logged_attrs[i].id], val);
-		snprintf(fields[nf++], sizeof(fields[0]), "%s%s",
-			 logged_attrs[i].field, val);
+		add_field(fields, &nf, "%s%s", logged_attrs[i].field, val);
 	}
 	for (i = 0; i < nf; i++)
 		iov[i] = (struct iovec){ fields[i], strlen(fields[i]) };
@@ -3054,6 +3068,7 @@ static void maintenance(const struct conn *c)
 		memset(&pending, 0, sizeof(pending));
 		return;
 	}
+	my_pid = (long)getpid();
 	if (c->in > 2)
 		close(c->in);
 	if (c->out > 2 && c->out != c->in)
@@ -4584,6 +4599,7 @@ int main(int argc, char **argv)
 	size_t c = 0;
 	int in, out, rc;
 
+	my_pid = (long)getpid();
 	setup_signals();
 	/* Under systemd, log to the journal, when it listens: with no
 	 * journald, sd_journal_sendv succeeds and the line would be lost. */
