@@ -42,8 +42,12 @@ CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
 LIMITS="-timeout=10 -rss_limit_mb=512"
 # ASan keeps 256 MB of freed memory by default and returns little to the
 # system: with regcomp's many small allocations the whitelist target grows
-# past 512 MB in minutes though no input uses more than 40 MB.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16:allocator_release_to_os_interval_ms=500}
+# past 512 MB in seconds though no input uses more than 40 MB. These are
+# appended to the caller's options (the later setting wins), never dropped:
+# the suite's sanitizer pass sets ASAN_OPTIONS, and an earlier
+# ${ASAN_OPTIONS:-...} here lost the quarantine limit there and reported
+# the quarantine as an out-of-memory crash.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16:allocator_release_to_os_interval_ms=500"
 
 # max_len - the longest input libFuzzer makes for a target: room for an
 # over-long line (MAX_LINE is 8448) where the target reads lines
