@@ -19,7 +19,9 @@
 #   5 known and new at 1k, 100k and 1M records (1-4 run at 100k)
 # and peak resident memory of one greylistd process against postgrey's,
 # start-up time (exec to first answer), and the floor of the harness: a
-# C program that only answers DUNNO (bench/floor.c) in greylistd's place.
+# C program that only answers DUNNO (bench/floor.c) in greylistd's place,
+# also linked statically for the fresh-connection workload (no dynamic
+# loader: what is left is the fork and exec of the spawner).
 #
 # The databases are written directly (bench/fill.c, bench/fill-postgrey.pl):
 # filling a million records through postgrey's socket would take 20 min.
@@ -107,6 +109,9 @@ fi
 $CC -O2 -o "$W/client" "$HERE/client.c" -lpthread
 $CC -O2 -o "$W/fill" "$HERE/fill.c" -lgdbm
 $CC -O2 -o "$W/floor" "$HERE/floor.c"
+# the static floor needs libc.a (libc6-dev); without it that row is left out
+$CC -O2 -static -o "$W/floor-static" "$HERE/floor.c" 2>/dev/null \
+	|| say "bench: cannot link bench/floor.c statically; its row is left out"
 if [ -z "${GREYLISTD:-}" ]; then
 	GREYLISTD=$W/greylistd
 	$CC -O2 -o "$GREYLISTD" "$ROOT/greylistd.c" -lgdbm
@@ -131,6 +136,7 @@ problem() { say "bench: PROBLEM: $*"; printf '%s\n' "$*" >>"$PROBLEMS"; }
 
 GL_SOCK=$W/gl.sock GL_LOG=$W/greylistd.log SA_LOG=$W/socket-activate.log
 PG_SOCK=$W/pg.sock PG_LOG=$W/postgrey.log FLOOR_SOCK=$W/floor.sock
+SFLOOR_SOCK=$W/floor-static.sock
 PG_STARTS=()
 : >"$GL_LOG"; : >"$PG_LOG"; : >"$SA_LOG"
 
@@ -169,7 +175,7 @@ DECISION=': action=(greylist, reason=(new|early-retry \([0-9]+s missing\))|pass,
 RAW=$W/raw.tsv
 printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\tturn_rps_min\tturn_rps_max\n' >"$RAW"
 RUNID=0
-declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK)
+declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK [floor-static]=$SFLOOR_SOCK)
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
@@ -288,6 +294,15 @@ for N in $SIZES; do
 		# shellcheck disable=SC2086
 		measure fresh $N floor -m known -c 4 -f $K
 		stop "$AUX_PID"; AUX_PID=
+		if [ -x "$W/floor-static" ]; then
+			activate "$SFLOOR_SOCK" "$W/floor-static"
+			AUX_PID=$!
+			"$C" -s "$SFLOOR_SOCK" -W 10 -k 1 >/dev/null \
+				|| die "the static floor did not answer"
+			# shellcheck disable=SC2086
+			measure fresh $N floor-static -m known -c 4 -f $K
+			stop "$AUX_PID"; AUX_PID=
+		fi
 	fi
 	if [ "$N" = "$LARGE" ]; then
 		# memory at the largest size: postgrey's resident size after the
@@ -412,6 +427,10 @@ g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 	echo "on one connection $(get known floor "$MAIN" rps) req/s, p50 $(ms "$(get known floor "$MAIN" p50_us)");"
 	echo "a fresh connection per request, 4 clients: $(get fresh floor "$MAIN" rps) req/s,"
 	echo "p50 $(ms "$(get fresh floor "$MAIN" p50_us)"), p99 $(ms "$(get fresh floor "$MAIN" p99_us)")."
+	if [ -n "$(get fresh floor-static "$MAIN" rps)" ]; then
+		echo "The same program linked statically (no dynamic loader, only the spawner's"
+		echo "fork and exec left): $(get fresh floor-static "$MAIN" rps) req/s, p50 $(ms "$(get fresh floor-static "$MAIN" p50_us)"), p99 $(ms "$(get fresh floor-static "$MAIN" p99_us)")."
+	fi
 	echo
 	echo "## Budget"
 	echo
