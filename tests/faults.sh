@@ -753,6 +753,53 @@ fault_full() {
 	umount "$D/mnt"
 }
 
+# A reorganization needs room for a copy of the live records. With none,
+# it is not tried; when the copy runs out of room anyway (the estimate is
+# made to fail here: a peak of a billion records says the copy is tiny),
+# the old file is kept whole and GDBM's partial copy is removed.
+fault_reorganize_full() {
+	local now ans
+	flt_mount reorganize-full size=4m || { fail "reorganize, full disk: mount a tmpfs"; return; }
+	now=$(date +%s)
+	awk -v now="$now" 'BEGIN {
+		for (i = 0; i < 12000; i++) {
+			t = i % 10 == 0 ? now - 3600 : now - 50 * 86400
+			printf "T %d %d %d 10.%d.%d.0 s%d@seed.example r@seed.example\n",
+				t, t + 100, t + 100, int(i / 65536) % 256, int(i / 256) % 256, i
+		}
+	}' | "$GREYLISTD" load --db="$DB" > /dev/null
+	"$GREYLISTD" expire --db="$DB" --log-file="$D/log" > "$D/out"
+	expect "reorganize, full disk: with room, 10,800 of 12,000 expire and the file is reorganized" \
+		"12000 records seen, 10800 deleted|reorganized" \
+		"$(sed 's/^reorganized: .*/reorganized/' "$D/out" | tr '\n' '|' | sed 's/|$//')"
+	flt_dump "$D/before"
+	dd if=/dev/zero of="$D/mnt/fill" bs=1k status=none \
+		count=$(( $(df --output=avail -k "$D/mnt" | tail -n 1) - 100 ))
+	# a peak of 2,500: the copy would take about half the file, more
+	# than the 100 KiB left
+	: > "$D/log"
+	echo "M 2500 peak" | "$GREYLISTD" load --db="$DB" > /dev/null
+	"$GREYLISTD" expire --db="$DB" --log-file="$D/log" > /dev/null
+	expect "reorganize, full disk: without room it is not tried (exit 0)" 0 "$?"
+	expect_grep "reorganize, full disk: and a warning says so" \
+		"warning: not reorganizing $(flt_re "$DB"): no room for a copy of it$" "$D/log"
+	: > "$D/log"
+	echo "M 1000000000 peak" | "$GREYLISTD" load --db="$DB" > /dev/null
+	"$GREYLISTD" expire --db="$DB" --log-file="$D/log" > "$D/out"
+	expect "reorganize, full disk: greylistd expire says it failed (exit 1)" 1 "$?"
+	expect_grep "reorganize, full disk: one warning says why" \
+		"warning: reorganizing $(flt_re "$DB") failed \(No space left on device\); the file is kept as it was$" "$D/log"
+	expect_grep "reorganize, full disk: GDBM's partial copy is removed" \
+		"removed $(flt_re "$DB")\.[A-Za-z0-9]{6}, a copy left by the failed reorganization$" "$D/log"
+	check "reorganize, full disk: nothing is left beside the file" \
+		bash -c "[ \$(ls '$D/mnt' | grep -c '^db\.') = 0 ]"
+	flt_kept "reorganize, full disk" "$D/before"
+	flt_ask client_address=10.0.0.9 sender=s10@seed.example recipient=r@seed.example
+	expect "reorganize, full disk: a known triplet still passes" DUNNO "$ANS"
+	rm "$D/mnt/fill"
+	umount "$D/mnt"
+}
+
 # --- a missing or unwritable directory --------------------------------------
 
 fault_dir_missing() {
@@ -846,6 +893,7 @@ t_faults() {
 	else
 		flt_in_namespace fault_readonly
 		flt_in_namespace fault_full
+		flt_in_namespace fault_reorganize_full
 	fi
 	fault_dir_missing
 	if [ "$(id -u)" -ne 0 ] || ! id nobody >/dev/null 2>&1; then

@@ -203,6 +203,92 @@ t_expiry() {
 	check "no request waited 250 ms or more while it ran ($n requests, longest $max ms)" test "$max" -lt 250
 	check "no request failed open" bash -c "! grep -q fail-open '$D/probe.log'"
 	expect "and every probe request found its triplet" "$n" "$(grep -c 'reason=triplet found' "$D/probe.log")"
+	check "a pass that deletes a tenth of the file does not reorganize it" \
+		bash -c "! grep -q reorganiz '$D/log' '$D/expire.out'"
+
+	t_expiry_reorganize
+}
+
+# expiry_records N LIVE-PER-TEN - N triplets in load's format, the first
+# LIVE-PER-TEN of every ten (i % 10 < it) seen an hour ago, the others
+# idle for 50 days; then the note of an expiry two days ago
+expiry_records() {
+	awk -v now="$NOW" -v n="$1" -v live="$2" 'BEGIN {
+		for (i = 0; i < n; i++) {
+			t = i % 10 < live ? now - 3600 : now - 50 * 86400
+			printf "T %d %d %d 10.%d.%d.0 s%d@example.com r@example.net\n",
+				t, t + 100, t + 100, int(i / 65536) % 256, int(i / 256) % 256, i
+		}
+		printf "M %d expire\n", now - 2 * 86400
+	}'
+}
+
+# After a flood has expired, most of the file is free for good: the daily
+# pass reorganizes it (copies the live records into a new file renamed over
+# the old one) while requests go on; a file too big to copy quickly is left
+# to `greylistd expire`.
+t_expiry_reorganize() {
+	local size0 size1 n max ino0 want
+
+	newdir expiry-reorganize
+	expiry_records 100000 2 > "$D/in"
+	"$GREYLISTD" load --db="$D/db" < "$D/in" > /dev/null
+	size0=$(stat -c %s "$D/db") ino0=$(stat -c %i "$D/db")
+	expiry_records 100000 2 | awk '$1 == "T" && $2 > '"$((NOW - 86400))"' { print $5, $6, $7 }' \
+		| LC_ALL=C sort > "$D/want"
+	# the probe's first request finds the day's expiry due: its child
+	# expires and reorganizes while the probe goes on asking
+	probe_latency "$D/db" "$D/probe" &
+	local probe=$!
+	for n in $(seq 300); do
+		grep -q 'reorganized\|reorganizing' "$D/probe.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	sleep 0.5
+	touch "$D/probe.stop"
+	wait $probe
+	read -r n max < "$D/probe"
+	expect_grep "automatic expiry: 80,000 of 100,000 deleted" \
+		'expiry of .*: 100001 records seen, 80000 deleted' "$D/probe.log"
+	expect_grep "then the file is reorganized (a fifth of it is left)" \
+		"reorganized $D/db: 20001 records, [0-9]+ KiB -> [0-9]+ KiB, [0-9]+ ms" "$D/probe.log"
+	size1=$(stat -c %s "$D/db")
+	check "the file shrank ($size0 -> $size1 bytes) and is a new one" \
+		test "$size1" -lt $((size0 / 3)) -a "$(stat -c %i "$D/db")" != "$ino0"
+	check "it keeps its owner's mode (0600)" test "$(stat -c %a "$D/db")" = 600
+	expect "every live triplet is still there, and nothing else" "$(cat "$D/want")" \
+		"$(dump_sorted "$D/db" | awk '$1 == "T" { print $5, $6, $7 }' | LC_ALL=C sort)"
+	check "no request waited 250 ms or more meanwhile ($n requests, longest $max ms)" test "$max" -lt 250
+	check "no request failed open" bash -c "! grep -q fail-open '$D/probe.log'"
+	expect "every probe request found its triplet, in the old file or the new" "$n" \
+		"$(grep -c 'reason=triplet found' "$D/probe.log")"
+	check "no copy is left beside it" bash -c "[ \$(ls '$D' | grep -c '^db\.') = 0 ]"
+	expect "the note remembers the records left" "M 20001 peak" "$(dump_sorted "$D/db" | grep '^M .* peak$')"
+	: > "$D/log"
+	"$GREYLISTD" expire --db="$D/db" --log-file="$D/log" > "$D/out"
+	expect "a second pass finds nothing to do (20,000 triplets, 2 notes)" "20002 records seen, 0 deleted" "$(cat "$D/out")"
+
+	# Too big for the daily pass: it says what to run; the command does it,
+	# knowing from the note how big the file was
+	newdir expiry-reorganize-big
+	expiry_records 130000 4 | "$GREYLISTD" load --db="$D/db" > /dev/null
+	size0=$(stat -c %s "$D/db")
+	req | gl > /dev/null
+	for n in $(seq 300); do
+		grep -q 'expiry of' "$D/log" 2>/dev/null && break
+		sleep 0.1
+	done
+	sleep 0.5
+	expect_grep "52,000 records left: the daily pass does not reorganize, and says what to run" \
+		"$D/db holds 5200[0-9] records, room for 13000[0-9]: to shrink it, run .greylistd expire. at a quiet time" "$D/log"
+	check "and the file is as big as before" test "$(stat -c %s "$D/db")" -ge "$size0"
+	"$GREYLISTD" expire --db="$D/db" --log-file="$D/log" > "$D/out"
+	want="52003 records seen, 0 deleted"	# 52,001 triplets, 2 notes
+	expect "greylistd expire reorganizes it" "$want|reorganized" \
+		"$(sed 's/^reorganized: .*/reorganized/' "$D/out" | tr '\n' '|' | sed 's/|$//')"
+	size1=$(stat -c %s "$D/db")
+	check "the file shrank ($size0 -> $size1 bytes)" test "$size1" -lt $((size0 / 2))
+	expect "and holds the 52,000 live triplets and the new one" 52001 "$(dump_sorted "$D/db" | grep -c '^T ')"
 }
 
 # probe_latency DB OUT - one connection, a request every 10 ms until

@@ -185,7 +185,7 @@ sd_expand() {
 # sd_syscalls - every system call greylistd made in $WORK/systemd-*/trace.*
 # is one the unit's SystemCallFilter lets through
 sd_syscalls() {
-	local line first= used bad n
+	local line first= used bad n kind
 
 	if ! command -v strace >/dev/null; then
 		skip "systemd: greylistd's system calls pass SystemCallFilter" "strace missing"
@@ -194,7 +194,9 @@ sd_syscalls() {
 	newdir systemd-syscalls
 	# Paths greylistd takes: create the database, read it, pass a triplet,
 	# move a damaged file aside, give up on a held lock, time out idle,
-	# refuse a bad request, check the configuration. The journal path was
+	# refuse a bad request, check the configuration, expire and reorganize
+	# the file in the child of a serving process (gdbm_reorganize, which
+	# is gdbm_recover: the repair path's calls too). The journal path was
 	# traced by sd_journal, with a journald listening.
 	sd_trace() { strace -f -qq -o "$D/trace.$(date +%s%N)" "$GREYLISTD" "$@" --db="$D/db"; }
 	req | sd_trace --log-file="$D/log" --delay=1s >/dev/null
@@ -211,21 +213,41 @@ sd_syscalls() {
 	stop $n
 	printf 'request=bogus\n\n' | sd_trace --log-file="$D/log" >/dev/null
 	sd_trace check >/dev/null
+	rm -f "$D/db"
+	awk -v now="$(date +%s)" 'BEGIN {
+		for (i = 0; i < 3000; i++)
+			printf "T %d %d %d 10.0.%d.0 s%d@x.org r@x.org\n", now - 50 * 86400,
+				now - 50 * 86400, now - 50 * 86400, i % 256, i
+		printf "M %d expire\n", now - 2 * 86400
+	}' | "$GREYLISTD" load --db="$D/db" >/dev/null
+	(req sender=r@x.org; sleep 1) | sd_trace --log-file="$D/log" >/dev/null
+	expect_grep "syscall trace: the reorganizing path was taken" 'reorganized .*: 2 records' "$D/log"
 	expect_grep "syscall trace: the damaged-file path was taken" 'moved to' "$D/log"
 	expect_grep "syscall trace: the lock-timeout path was taken" 'lock not had within 1s' "$D/log"
 
 	cat "$WORK"/systemd-*/trace.* 2>/dev/null \
 		| sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p' | sort -u > "$D/used"
-	: > "$D/allowed"
-	: > "$D/denied"
+	# systemd.exec(5): the first line decides the kind of list (an allow
+	# list starts from @default); each later line adds its calls to it or
+	# takes them away, in order. $D/set is the list so far.
+	: > "$D/set"
 	while read -r line; do
-		[ -n "$line" ] || { : > "$D/allowed"; : > "$D/denied"; first=; continue; }
+		[ -n "$line" ] || { : > "$D/set"; first=; continue; }
 		case $line in
-		"~"*) sd_expand ${line#\~} >> "$D/denied"; first=${first:-deny} ;;
-		*) # an allow list starts from @default (systemd adds it)
-		   [ -n "$first" ] || sd_expand @default >> "$D/allowed"
-		   sd_expand $line >> "$D/allowed"; first=${first:-allow} ;;
+		"~"*) first=${first:-deny}
+		      sd_expand ${line#\~} | sort -u > "$D/words" ;;
+		*) [ -n "$first" ] || sd_expand @default | sort -u > "$D/set"
+		   first=${first:-allow}
+		   sd_expand $line | sort -u > "$D/words" ;;
 		esac
+		kind=allow
+		[ "${line#\~}" = "$line" ] || kind=deny
+		if [ "$kind" = "$first" ]; then
+			sort -u "$D/set" "$D/words" > "$D/set.new"	# the list grows
+		else
+			comm -23 <(sort -u "$D/set") "$D/words" > "$D/set.new"	# it shrinks
+		fi
+		mv "$D/set.new" "$D/set"
 	done < <(sd_all "$SD_SERVICE" Service SystemCallFilter)
 	if [ -z "$first" ]; then
 		skip "systemd: greylistd's system calls pass SystemCallFilter" "the unit sets no SystemCallFilter"
@@ -233,9 +255,9 @@ sd_syscalls() {
 	fi
 	n=$(wc -l < "$D/used")
 	if [ "$first" = allow ]; then
-		bad=$(sort -u "$D/denied" | comm -23 <(sort -u "$D/allowed") - | comm -23 "$D/used" -)
+		bad=$(comm -23 "$D/used" "$D/set")	# used, not allowed
 	else
-		bad=$(sort -u "$D/denied" | comm -12 "$D/used" -)
+		bad=$(comm -12 "$D/used" "$D/set")	# used and denied
 	fi
 	if [ "$n" -ge 20 ] && [ -z "$bad" ]; then
 		pass "systemd: all $n system calls greylistd made pass SystemCallFilter"
