@@ -3071,8 +3071,7 @@ static int room_for_copy(int fd, const struct stat *st, size_t live,
 /* reorganize - after a whole expiry pass that saw `seen` records and
  * left `live`: raise the peak, and reorganize when it pays. `out`: the
  * operator command's stdout, which also hears of it, and allows any size;
- * NULL in the daily pass. 1 when the file was reorganized, 0 when not,
- * -1 on a fault. */
+ * NULL in the daily pass. -1 on a fault. */
 static int reorganize(size_t seen, size_t live, FILE *out)
 {
 	static char key[] = "M\npeak";
@@ -3137,7 +3136,7 @@ static int reorganize(size_t seen, size_t live, FILE *out)
 		(void)fprintf(out, "reorganized: %lld KiB -> %lld KiB\n",
 			(long long)before.st_size / 1024,
 			(long long)after.st_size / 1024);
-	return meta_put(key, (long long)live, &deadline) != 0 ? -1 : 1;
+	return meta_put(key, (long long)live, &deadline);
 }
 
 /* expire - delete what has outlived its use. A pass visits every record
