@@ -1,6 +1,7 @@
 # greylistd - see README.
 #
-#   make            build ./greylistd
+#   make            build ./greylistd (the helper) and ./greylistctl (the
+#                   operator's program)
 #   make run        build and serve on ./run/greylistd.sock, one process per
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
@@ -16,8 +17,9 @@
 PREFIX   ?= /usr/local
 SBINDIR  ?= $(PREFIX)/sbin
 MANDIR   ?= $(PREFIX)/share/man
-UNITDIR  ?= /lib/systemd/system
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
+LOCALSTATEDIR ?= /var/lib
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -32,7 +34,13 @@ ifeq (,$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)))
 HARDEN_CPP = -D_FORTIFY_SOURCE=3
 endif
 LDHARDEN = -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
-LDLIBS   = -lgdbm
+# libgdbm: the database. libpcre2-8: postgrey's whitelists are Perl
+# regular expressions. greylistctl also links libsystemd, to read the
+# journal for its report; greylistd loads libsystemd and libnettle (the
+# HMAC of --privacy) with dlopen, only when needed (see log.c).
+LDLIBS   = -lgdbm -lpcre2-8
+CTL_LIBS = -lsystemd
+PATHS    = -DSYSCONFDIR='"$(SYSCONFDIR)"' -DLOCALSTATEDIR='"$(LOCALSTATEDIR)"'
 
 ifeq ($(SANITIZE),1)
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -40,12 +48,13 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
 HARDEN_CPP =
 endif
 
-ALL_CPPFLAGS = $(CPPFLAGS) $(HARDEN_CPP)
+ALL_CPPFLAGS = $(CPPFLAGS) $(HARDEN_CPP) $(PATHS)
 ALL_CFLAGS   = $(CFLAGS) $(WARN) $(HARDEN) $(SAN)
 ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 
 # Debian packages: to build, to test, to run under `make run`.
-BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev
+BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
+	     nettle-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db $(FUZZ_DEPS)
@@ -53,11 +62,28 @@ RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
 
-all: greylistd
+all: greylistd greylistctl
 
-greylistd: greylistd.c Makefile
-	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.c \
+# The modules both programs share (greylist.h lists them).
+SHARED = config.o log.o triplet.o rule.o whitelist.o db.o
+
+greylistd: greylistd.o $(SHARED)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
+
+greylistctl: greylistctl.o report.o $(SHARED)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistctl.o report.o \
+		$(SHARED) $(LDLIBS) $(CTL_LIBS)
+
+%.o: %.c greylist.h greylistctl.h .flags
+	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+# .flags changes when the compiler or its flags do (SANITIZE=1, CC=...),
+# so that no object built with other flags is linked in.
+FLAGS_NOW = $(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS)
+.flags: FORCE
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+FORCE:
 
 # need - install the named Debian packages that are missing
 need = @missing=; for p in $(1); do \
@@ -81,14 +107,14 @@ deps-run: deps-build
 	$(call need,$(RUN_DEPS))
 
 check: deps-test
-	$(MAKE) greylistd
+	$(MAKE) all
 	./test.sh
 
 # make bench: greylistd against postgrey, both on this machine, in one run
 # (bench/bench.sh; writes bench/results.md, which the README quotes)
 bench: deps-build
 	$(call need,$(BENCH_DEPS))
-	$(MAKE) greylistd
+	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
@@ -100,7 +126,7 @@ fuzz: deps-build
 
 RUNDIR = $(CURDIR)/run
 run: deps-run
-	$(MAKE) greylistd
+	$(MAKE) all
 	@mkdir -p $(RUNDIR)
 	@echo "greylistd: one process per connection on $(RUNDIR)/greylistd.sock"
 	@echo "  database $(RUNDIR)/greylistd.db, log $(RUNDIR)/greylistd.log"
@@ -146,7 +172,7 @@ install: greylistd
 	fi
 
 clean:
-	rm -f greylistd
+	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: all check run bench fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench fuzz install clean deps-build deps-test deps-run

@@ -124,7 +124,7 @@ C=$W/client
 # Debian's /etc/postgrey lists), when this greylistd knows --whitelist
 GL_OPTS=(--delay=$DELAY "--greylist-text=$TEXT")
 if [ -f "$ROOT/whitelist" ] \
-   && "$GREYLISTD" check "--whitelist=$ROOT/whitelist" >/dev/null 2>&1; then
+   && "$GREYLISTCTL" check "--whitelist=$ROOT/whitelist" >/dev/null 2>&1; then
 	GL_OPTS+=("--whitelist=$ROOT/whitelist")
 fi
 
@@ -257,7 +257,7 @@ for N in $SIZES; do
 	# the first request. Run today's pass now, as the operator command
 	# does, so that the workloads see the steady state (and time it).
 	t0=$EPOCHREALTIME
-	if "$GREYLISTD" expire "--db=$db" "--log-file=$W/expire.log" "${GL_OPTS[@]}" \
+	if "$GREYLISTCTL" expire "--db=$db" "--log-file=$W/expire.log" "${GL_OPTS[@]}" \
 		>"$W/expire.out" 2>&1; then
 		EXPIRE_MS[$N]=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
 	fi

@@ -5,6 +5,7 @@
 # the processes it started, by PID.
 
 : "${GREYLISTD:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/greylistd}"
+: "${GREYLISTCTL:=$(dirname "$GREYLISTD")/greylistctl}"
 : "${WORK:=$(mktemp -d /tmp/greylistd-test.XXXXXX)}"
 RESULTS=${RESULTS:-$WORK/results}
 

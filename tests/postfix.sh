@@ -85,6 +85,7 @@ pf_setup() {
 	chown nobody "$PF_DIR"/sink		# smtp-sink -u nobody writes here
 	# A copy nobody can run, wherever $GREYLISTD lives.
 	cp "$GREYLISTD" "$PF_DIR"/bin/greylistd && chmod 755 "$PF_DIR"/bin/greylistd
+	cp "$GREYLISTCTL" "$PF_DIR"/bin/greylistctl && chmod 755 "$PF_DIR"/bin/greylistctl
 
 	PF_PORTS=
 	PF_SMTP_PORT=$(pf_free_port) && PF_SINK_PORT=$(pf_free_port) || return 1

@@ -42,7 +42,7 @@
 #     answer takes longer than delay - 1 s, which the totals show);
 #   - exactly one first pass (PREPEND, "delay=N" in the log) per triplet
 #     that passed; exactly one "reason=new" per triplet;
-#   - `greylistd dump` afterwards has one record per triplet sent, no more:
+#   - `greylistctl dump --raw` afterwards has one record per triplet sent, no more:
 #     floor(first send) <= FIRST <= floor(T0); PASSED set exactly for the
 #     triplets that got a pass, within [floor(sent), floor(received)] of
 #     the PREPEND answer, PASSED - FIRST >= delay, LAST = PASSED (or FIRST
@@ -241,7 +241,7 @@ t_stress() {
 	[ -s "$D/load.err" ] && fail "stress: the client saw nothing wrong" "$(head -n 5 "$D/load.err")"
 	check "stress: every greylistd process ends after its client's EOF" stress_drain $SSA 100
 	stress_stop
-	"$GREYLISTD" dump --db="$D/db" > "$D/dump"
+	"$GREYLISTCTL" dump --raw --db="$D/db" > "$D/dump"
 	stress_model "$D/answers" "$D/log" "$D/dump" 10 > "$D/model"
 	stress_report "stress" "$D/model"
 	expect "stress: no warning in the log" "" "$(grep 'warning:' "$D/log" | head -n 3)"
@@ -306,7 +306,7 @@ t_stress() {
 	sum=$(cat "$D/steady.sum")
 	check "stress slow: the steady client was answered throughout: $sum" test "$rc" -eq 0
 	[ -s "$D/steady.err" ] && fail "stress slow: the steady client saw nothing wrong" "$(head -n 5 "$D/steady.err")"
-	"$GREYLISTD" dump --db="$D/db" > "$D/dump"
+	"$GREYLISTCTL" dump --raw --db="$D/db" > "$D/dump"
 	stress_model "$D/answers" "$D/log" "$D/dump" 172 > "$D/model"
 	stress_report "stress slow: steady client" "$D/model"
 	n=$(stress_stat maxlat_ms "$D/model")
