@@ -47,6 +47,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 # Debian packages: to build, to test, to run under `make run`.
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
+	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
