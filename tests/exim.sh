@@ -54,12 +54,13 @@ ex_exim() {
 		"$EX_ROOT/usr/sbin/exim4" "$@"
 }
 
-# ex_conf NAME SOCKET TIMEOUT [LOOKUP [RTT]] - write $EX_DIR/NAME.conf: the
-# test's Exim configuration, with the snippet included as the README
-# says. LOOKUP is host_lookup's value (empty: no reverse lookups); RTT=1
-# wraps the snippet in statements that log each round trip.
+# ex_conf NAME SOCKET TIMEOUT [LOOKUP [EXTRA]] - write $EX_DIR/NAME.conf:
+# the test's Exim configuration, with the snippet included as the README
+# says. LOOKUP is host_lookup's value (empty: no reverse lookups). EXTRA
+# "rtt" wraps the snippet in statements that log each round trip;
+# "verify" puts "verify = reverse_host_lookup" before it.
 ex_conf() {
-	local name=$1 sock=$2 timeout=$3 lookup=${4:-} rtt=${5:-}
+	local name=$1 sock=$2 timeout=$3 lookup=${4:-} extra=${5:-}
 	{
 		cat <<-EOF
 		# Exim for greylistd's tests: queue only, no TLS, no ident, and
@@ -84,11 +85,12 @@ ex_conf() {
 		  deny   !domains = +relay_to_domains
 		         message = relay not permitted
 		EOF
+		[ "$extra" = verify ] && echo '  warn   verify = reverse_host_lookup'
 		# shellcheck disable=SC2016 # Exim's variables, for Exim
-	[ -n "$rtt" ] && printf '  warn   set acl_m_rtt0 = $tod_epoch_l\n'
+		[ "$extra" = rtt ] && printf '  warn   set acl_m_rtt0 = $tod_epoch_l\n'
 		echo ".include $EX_ACL"
 		# shellcheck disable=SC2016 # Exim's variables, for Exim
-	[ -n "$rtt" ] && printf '  warn   logwrite = greylistd-rtt ${eval:$tod_epoch_l-$acl_m_rtt0}\n'
+		[ "$extra" = rtt ] && printf '  warn   logwrite = greylistd-rtt ${eval:$tod_epoch_l-$acl_m_rtt0}\n'
 		cat <<-EOF
 		  accept
 
@@ -132,8 +134,9 @@ ex_setup() {
 	ex_conf keepopen "$EX_DIR/gl/exim.sock" "${EX_TIMEOUT}s:shutdown=no"
 	ex_conf keepopen-noexim "$EX_DIR/gl/noexim.sock" "${EX_TIMEOUT}s:shutdown=no"
 	ex_conf lookup "$EX_DIR/gl/wl.sock" 5s '*'
-	ex_conf rtt-greylistd "$EX_DIR/gl/gl.sock" 5s '' 1
-	ex_conf rtt-postgrey "$EX_DIR/gl/pg.sock" 5s '' 1
+	ex_conf rtt-greylistd "$EX_DIR/gl/gl.sock" 5s '' rtt
+	ex_conf rtt-postgrey "$EX_DIR/gl/pg.sock" 5s '' rtt
+	ex_conf verify "$EX_DIR/gl/wl.sock" 5s '' verify
 }
 
 # ex_serve NAME LISTEN GREYLISTD-ARGS... - greylistd behind
@@ -315,6 +318,28 @@ ex_sockets() {
 		'^>>> +=? ?action=DUNNO$' "$EX_DIR/missing.bh"
 }
 
+# ex_action NAME TAG WANT GREYLISTD-ARGS... - greylistd with those options
+# on a socket of its own: a new triplet's RCPT must get the reply WANT
+ex_action() {
+	local name=$1 tag=$2 want=$3; shift 3
+	ex_conf "$tag" "$EX_DIR/gl/$tag.sock" 5s
+	if ! ex_serve "$tag" "$EX_DIR/gl/$tag.sock" "$@"; then
+		fail "$name" "no socket for greylistd $*"; return
+	fi
+	ex_rcpt "$name" "$tag" "$tag" 198.51.100.7 "$EX_RCPT" "$want"
+}
+
+# ex_actions - the snippet's other answers: a 4NN code, a text with its
+# own enhanced code, and DEFER_IF_REJECT (which Exim cannot honour)
+ex_actions() {
+	ex_action "--greylist-action=450: Exim answers with that code" act450 \
+		"450 Greylisted, please try again in 1 seconds" --greylist-action=450
+	ex_action "a text with its own enhanced code gets no 4.7.1 added" acttext \
+		"451 4.7.28 wait 1 s" "--greylist-text=4.7.28 wait %s s"
+	ex_action "DEFER_IF_REJECT is not a deferral in Exim: accepted" actreject \
+		"250 Accepted" --greylist-action=DEFER_IF_REJECT
+}
+
 # ex_keepopen - shutdown=no keeps Exim's side open: with greylistd --exim
 # the answer comes at once, without it the answer is lost to the timeout
 ex_keepopen() {
@@ -369,6 +394,10 @@ ex_names() {
 	ex_rcpt "no PTR at all: greylisted (451)" noname lookup 203.0.113.9 "$EX_RCPT" "451 4.7.1 Greylisted*"
 	expect_grep "greylistd got client_name=unknown for it too" \
 		"action=greylist, reason=new, client_name=unknown, client_address=203\.0\.113\.9, " "$L"
+	ex_rcpt "host_lookup unset, an earlier verify = reverse_host_lookup: the name is sent too" \
+		verify verify 198.51.100.7 carol@dest.test "250 Accepted"
+	expect_grep "greylistd got it, and passed the client as client whitelist" \
+		"action=pass, reason=client whitelist, client_name=mx\.client\.test, client_address=198\.51\.100\.7, .*recipient=carol@dest\.test\$" "$L"
 }
 
 # ex_rtt_run TAG CONF - EX_RTT_N RCPTs of one passed triplet in a -bs
@@ -453,6 +482,7 @@ t_exim() {
 		if ex_serve gl "$EX_DIR/gl/gl.sock"; then
 			ex_greylisting
 			ex_sockets
+			ex_actions
 			ex_keepopen
 			ex_names
 			ex_rtt
