@@ -137,6 +137,7 @@ ex_setup() {
 	ex_conf rtt-greylistd "$EX_DIR/gl/gl.sock" 5s '' rtt
 	ex_conf rtt-postgrey "$EX_DIR/gl/pg.sock" 5s '' rtt
 	ex_conf verify "$EX_DIR/gl/wl.sock" 5s '' verify
+	grep -v '^GREYLISTD_' "$EX_DIR/unix.conf" > "$EX_DIR/nomacros.conf"
 }
 
 # ex_serve NAME LISTEN GREYLISTD-ARGS... - greylistd behind
@@ -473,6 +474,11 @@ t_exim() {
 		fail "the unpacked Exim accepts the configuration with the snippet" "$(head -n 3 "$EX_DIR/version" | tr '\n' ' ')"
 	else
 		pass "$(head -n 1 "$EX_DIR/version" | cut -d' ' -f1-3) accepts the configuration with exim4-acl.conf ($(sed 's/_.*//' "$EX_ROOT/.debs" | tr '\n' ' ' | sed 's/ $//'))"
+		ex_exim -C "$EX_DIR/nomacros.conf" -bV > "$EX_DIR/nomacros.out" 2>&1
+		expect "without the two macros Exim refuses the configuration" 1 $?
+		expect_grep "and names what is missing" \
+			'unknown ACL condition/modifier in "GREYLISTD_SOCKET_must_be_defined_in_the_main_section"' \
+			"$EX_DIR/nomacros.out"
 		EX_HAVE_DNS=1
 		if ! command -v dnsmasq >/dev/null; then
 			EX_HAVE_DNS='' EX_HAVE_DNS_WHY="no dnsmasq (Debian package dnsmasq-base) for the namespace's DNS"
