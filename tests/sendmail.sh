@@ -28,7 +28,7 @@
 # with the saved ones, packet by packet (command bytes in order).
 #
 # Needs root, unshare, nsenter, ip, m4, swaks, socat, apt-get (first run);
-# the Postfix capture needs what the postfix group needs. About 10 s.
+# the Postfix capture needs what the postfix group needs. About 14 s.
 
 SM_FROM=alice@sender.test	# the sender of every message
 SM_CAPTURES=$PWD/tests/milter-captures	# where the captures are kept
@@ -189,12 +189,17 @@ mc_listen() {
 		echo "mc_respond \"$dir/conn-\$(date +%s%N).bin\""
 	} > "$script"
 	if [ -n "${NS_PID:-}" ]; then
-		ns_spawn socat UNIX-LISTEN:"$sock",fork,mode=666 EXEC:"bash $script" 2> "$dir/socat.err"
+		ns_spawn socat -d -d UNIX-LISTEN:"$sock",fork,mode=666 EXEC:"bash $script" 2> "$dir/socat.err"
 	else
-		socat UNIX-LISTEN:"$sock",fork,mode=666 EXEC:"bash $script" 2> "$dir/socat.err" &
+		socat -d -d UNIX-LISTEN:"$sock",fork,mode=666 EXEC:"bash $script" 2> "$dir/socat.err" &
 	fi
 	MC_PID=$!
-	wait_for "$sock"
+	# socat -d -d says so once it listens (the file exists from bind on)
+	for _ in $(seq 50); do
+		grep -q ' listening on ' "$dir/socat.err" && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # mc_commands FILE - the command bytes of the packets in FILE, in order,
