@@ -56,6 +56,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 	     nettle-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
+	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat

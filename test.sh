@@ -482,6 +482,9 @@ inetd_session() {
 . tests/systemd.sh
 . tests/stress.sh
 . tests/faults.sh
+. tests/mta-lib.sh
+. tests/exim.sh
+. tests/sendmail.sh
 . fuzz/fuzz.sh
 
 # --- installing and the manual ------------------------------------------------
@@ -741,7 +744,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix install valgrind fuzz analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail install valgrind fuzz analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
