@@ -144,29 +144,75 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the binary, the units (with this SBINDIR in ExecStart), the
-# man page, the whitelist (an admin's own is never overwritten) and the
-# greylistd system user (sysusers.d). With DESTDIR, nothing outside it is
-# touched, and an ordinary user can run it.
-SYSUSERSDIR ?= /usr/lib/sysusers.d
-install: greylistd
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/greylistd \
-		$(DESTDIR)$(SYSUSERSDIR)
-	install -m 0755 greylistd $(DESTDIR)$(SBINDIR)/greylistd
-	install -m 0644 greylistd.socket $(DESTDIR)$(UNITDIR)/greylistd.socket
-	sed 's|/usr/sbin/greylistd|$(SBINDIR)/greylistd|g' greylistd@.service \
-		> $(DESTDIR)$(UNITDIR)/greylistd@.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/greylistd@.service
-	install -m 0644 greylistd.8 $(DESTDIR)$(MANDIR)/man8/greylistd.8
-	[ -e $(DESTDIR)$(SYSCONFDIR)/greylistd/whitelist ] || \
-		install -m 0644 whitelist $(DESTDIR)$(SYSCONFDIR)/greylistd/whitelist
-	printf 'u greylistd - "greylistd policy helper" /var/lib/greylistd /usr/sbin/nologin\n' \
+# install - the two programs, the units, the man pages, the configuration
+# file and the whitelist (an admin's own are never overwritten), the
+# greylistd system user (sysusers.d) and the Exim ACL. Every path inside
+# them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
+# this install's. Units go where systemd looks for local ones
+# ($(PREFIX)/lib/systemd/system), never /lib/systemd/system. A file that
+# another Debian package owns (Debian's unrelated greylistd package has
+# /usr/sbin/greylistd, greylistd.socket, /etc/greylistd/config ...) is never
+# overwritten: make install checks with dpkg -S and refuses. With DESTDIR
+# (packaging), nothing outside it is touched, no check is made unless
+# OWNER_CHECK=yes, and an ordinary user can run it.
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR      ?= $(PREFIX)/share/doc/greylistd
+OWNER_CHECK ?= $(if $(DESTDIR),no,yes)
+REWRITE = sed -e 's|/usr/sbin/greylist|$(SBINDIR)/greylist|g' \
+	-e 's|/etc/greylistd/|$(SYSCONFDIR)/greylistd/|g' \
+	-e 's|/var/lib/greylistd/greylistd.db|$(LOCALSTATEDIR)/greylistd/greylistd.db|g'
+# source:destination, and whether an existing file is kept (keep)
+INSTALL_FILES = \
+	greylistd:$(SBINDIR)/greylistd:755 \
+	greylistctl:$(SBINDIR)/greylistctl:755 \
+	greylistd.socket:$(UNITDIR)/greylistd.socket:644 \
+	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
+	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
+	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
+	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
+	greylistd.conf:$(SYSCONFDIR)/greylistd/greylistd.conf:644:keep \
+	whitelist:$(SYSCONFDIR)/greylistd/whitelist:644:keep
+
+install: all
+	@if [ "$(OWNER_CHECK)" = yes ]; then \
+	  for f in $(INSTALL_FILES); do \
+	    dst=$${f#*:}; dst=$${dst%%:*}; \
+	    case $$dst in */systemd/system/*) \
+	      dst="$$dst */systemd/system/$${dst##*/}" ;; esac; \
+	    for d in $$dst; do \
+	      if owner=$$(dpkg -S "$$d" 2>/dev/null); then \
+	        echo "make install: refusing: $$d belongs to a Debian package:" >&2; \
+	        echo "  $$owner" >&2; \
+	        echo "  (Debian's own greylistd package is an unrelated greylister" \
+	             "for Exim; remove it, or install with another PREFIX)" >&2; \
+	        exit 1; \
+	      fi; \
+	    done; \
+	  done; \
+	fi
+	@for f in $(INSTALL_FILES); do \
+	  src=$${f%%:*}; rest=$${f#*:}; dst=$(DESTDIR)$${rest%%:*}; \
+	  mode=$${rest#*:}; keep=$${mode#*:}; mode=$${mode%%:*}; \
+	  install -d "$${dst%/*}" || exit 1; \
+	  if [ "$$keep" = keep ] && [ -e "$$dst" ]; then \
+	    echo "kept $$dst (yours; the new one is $$src)"; continue; \
+	  fi; \
+	  case $$mode in \
+	  755) install -m 0755 "$$src" "$$dst" ;; \
+	  *) $(REWRITE) "$$src" > "$$dst.new" && chmod 0644 "$$dst.new" \
+	     && mv -f "$$dst.new" "$$dst" ;; \
+	  esac || exit 1; \
+	  echo "installed $$dst"; \
+	done
+	@install -d $(DESTDIR)$(SYSUSERSDIR)
+	printf 'u greylistd - "greylistd policy helper" $(LOCALSTATEDIR)/greylistd /usr/sbin/nologin\n' \
 		> $(DESTDIR)$(SYSUSERSDIR)/greylistd.conf
 	@if [ -z "$(DESTDIR)" ]; then \
-	  systemd-sysusers greylistd.conf; \
+	  systemd-sysusers $(SYSUSERSDIR)/greylistd.conf; \
 	  [ ! -d /run/systemd/system ] || systemctl daemon-reload; \
-	  echo "Now: systemctl enable --now greylistd.socket, and in main.cf:"; \
+	  echo "Now: edit $(SYSCONFDIR)/greylistd/greylistd.conf," \
+	       "run greylistctl check, then systemctl enable --now" \
+	       "greylistd.socket, and in main.cf:"; \
 	  echo "  smtpd_recipient_restrictions = permit_mynetworks,"; \
 	  echo "    reject_unauth_destination,"; \
 	  echo "    check_policy_service { inet:127.0.0.1:10023, default_action=DUNNO }"; \

@@ -490,7 +490,8 @@ static int takes_value(const struct option_spec *o, int i, int argc,
 	if (o->kind == OPT_FLAG || i + 1 >= argc)
 		return 0;
 	/* postgrey: a bare --auto-whitelist-clients means 5 */
-	return !(o->dest == &cfg.awl && strncmp(argv[i + 1], "--", 2) == 0);
+	return argv[i + 1]
+		&& !(o->dest == &cfg.awl && strncmp(argv[i + 1], "--", 2) == 0);
 }
 
 /* config_parse - the configuration file, then the command line

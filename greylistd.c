@@ -520,7 +520,8 @@ static size_t format_reply(char *buf, size_t size, const struct request *r,
 
 	snprintf(num, sizeof(num), "%lld", o->seconds);
 	if (verdicts[o->v].defer) {
-		recipient_domain(domain, r->attr[A_RECIPIENT]);
+		recipient_domain(domain, r->attr[A_RECIPIENT]
+				 ? r->attr[A_RECIPIENT] : "");
 		vals['s'] = num;
 		vals['r'] = domain;
 		expand(text, sizeof(text), cfg.greylist_text, vals);

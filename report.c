@@ -103,7 +103,8 @@ struct message {
 
 static struct {
 	void *seen, *messages;		/* tsearch trees */
-	size_t n;
+	struct seen **all;		/* every entry of "seen", in order made */
+	size_t n, cap;
 	long long end;			/* the last time in the input */
 	long long lines;		/* log lines read */
 	char marker[MAX_TEXT + 1];
@@ -123,16 +124,27 @@ static int cmp_message(const void *a, const void *b)
 		      ((const struct message *)b)->qid);
 }
 
+/* gcc 12's analyzer loses what is stored into an array on the heap or
+ * kept by tsearch, and reports it leaked when the function returns: the
+ * entries live in rep.all and the trees until the program ends, the
+ * messages until message_drop. Its other checks stay on here. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+
 /* seen_get - the triplet's entry, made on first sight; NULL without memory */
 static struct seen *seen_get(const char *key, const char *addr,
 			     const char *name, const char *sender,
 			     const char *rcpt)
 {
-	struct seen probe = { .key = (char *)(uintptr_t)key }, *s, **found;
+	struct seen probe = { .key = (char *)(uintptr_t)key }, *s, **found, **list;
 
 	found = tfind(&probe, &rep.seen, cmp_seen);
 	if (found)
 		return *found;
+	list = grow(rep.all, &rep.cap, rep.n + 1, sizeof(struct seen *));
+	if (!list)
+		return NULL;		/* the report says memory ran out */
+	rep.all = list;
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(key)) || !(s->addr = strdup(addr))
 	    || !(s->name = strdup(name)) || !(s->sender = strdup(sender))
@@ -145,9 +157,9 @@ static struct seen *seen_get(const char *key, const char *addr,
 			free(s->recipient);
 		}
 		free(s);
-		return NULL;		/* the report says memory ran out */
+		return NULL;
 	}
-	rep.n++;
+	rep.all[rep.n++] = s;
 	return s;
 }
 
@@ -182,6 +194,7 @@ static int note_event(enum event ev, long long t, const char *addr,
 		s->last = t;
 	return 0;
 }
+#pragma GCC diagnostic pop
 
 /* parse_iso - "2026-11-29T11:03:36[.123][Z|+01:00|+0100]" (greylistd's
  * --log-file, rsyslog's high-precision format); the rest, or NULL */
@@ -290,7 +303,7 @@ static int report_reject(const char *msg, long long t)
 	p += strlen("reject: RCPT from ");
 	lb = strchr(p, '[');
 	rb = lb ? strstr(lb, "]: ") : NULL;
-	if (!copy_span(p, lb, name, sizeof(name))
+	if (!rb || !copy_span(p, lb, name, sizeof(name))
 	    || !copy_span(lb + 1, rb, addr, sizeof(addr)))
 		return 0;
 	p = rb + 3;
@@ -317,6 +330,9 @@ static const char *queue_id(const char *msg, char *buf, size_t size)
 	buf[n] = 0;
 	return msg + n + 2;
 }
+
+#pragma GCC diagnostic push	/* the reason is at seen_get */
+#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
 
 /* message_get - the accepted message of a queue id, made if "make" */
 static struct message *message_get(const char *qid, int make)
@@ -383,6 +399,7 @@ static int report_accepted(const char *msg, long long t)
 		return 0;
 	return note_event(EV_PASS, t, m->addr, "", m->sender, rcpt);
 }
+#pragma GCC diagnostic pop
 
 /* report_line - one message of the input, at time t, from greylistd or
  * from another program (Postfix) */
@@ -500,14 +517,6 @@ static struct {
 	GDBM_FILE dbf;
 } all;
 
-/* gather - twalk's visitor: every entry once, into all.s */
-static void gather(const void *node, VISIT v, int depth)
-{
-	(void)depth;
-	if (v == postorder || v == leaf)
-		all.s[all.n++] = *(struct seen *const *)node;
-}
-
 /* confirm_one - the database knows of a pass the log does not show
  * (rotated away, or logged elsewhere) */
 static void confirm_one(struct seen *s)
@@ -602,12 +611,13 @@ static void print_line(const struct seen *s)
 	if (show_tries)
 		printf("%u%s", s->defers[0] > s->defers[1] ? s->defers[0]
 		       : s->defers[1], sep);
+	/* errors of these writes are seen once, by flush_stdout() */
 	print_escaped(s->addr, strlen(s->addr));
-	fputs(sep, stdout);
+	(void)fputs(sep, stdout);
 	print_escaped(name, strlen(name));
-	fputs(sep, stdout);
+	(void)fputs(sep, stdout);
 	print_escaped(s->sender, strlen(s->sender));
-	fputs(sep, stdout);
+	(void)fputs(sep, stdout);
 	print_escaped(s->recipient, strlen(s->recipient));
 	putchar('\n');
 }
@@ -616,13 +626,14 @@ static void print_line(const struct seen *s)
  * its last two octets (a provider's pool of dial-up addresses) */
 static int pool(const struct seen *s)
 {
-	unsigned a, b, c, d;
-	char x[12], y[12];
+	unsigned char a[16];
+	char x[8], y[8];
+	int family;
 
-	if (sscanf(s->addr, "%3u.%3u.%3u.%3u", &a, &b, &c, &d) != 4)
+	if (parse_address(s->addr, &family, a) != 0 || family != AF_INET)
 		return 0;
-	snprintf(x, sizeof(x), "%u", c);
-	snprintf(y, sizeof(y), "%u", d);
+	snprintf(x, sizeof(x), "%d", a[2]);
+	snprintf(y, sizeof(y), "%d", a[3]);
 	return strstr(s->name, x) && strstr(s->name, y);
 }
 
@@ -784,13 +795,13 @@ static int report_print(void)
 	int rc = 0;
 
 	t.delays = calloc(all.n + 1, sizeof(*t.delays));
-	t.lost = calloc(all.n + 1, sizeof(*t.lost));
+	t.lost = calloc(all.n + 1, sizeof(struct seen *));
 	if (!t.delays || !t.lost) {
 		say("out of memory");
 		rc = -1;
 	} else {
 		classify(&t);
-		qsort(t.lost, t.fatal, sizeof(*t.lost), cmp_addr);
+		qsort(t.lost, t.fatal, sizeof(struct seen *), cmp_addr);
 		qsort(t.delays, t.passed, sizeof(*t.delays), cmp_ll);
 		(void)fprintf(stderr, "# %s%sclient_address client_name sender"
 			      " recipient: deferred, not retried within %llds\n",
@@ -845,12 +856,8 @@ int cmd_report(const char *const *files, int nfiles)
 		say("nothing to read: no log lines in the input");
 		return 1;
 	}
-	all.s = calloc(rep.n + 1, sizeof(*all.s));
-	if (!all.s) {
-		say("out of memory");
-		return 1;
-	}
-	twalk(rep.seen, gather);
+	all.s = rep.all;
+	all.n = rep.n;
 	confirm_passes();
 	return report_print();
 }

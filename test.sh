@@ -490,7 +490,7 @@ inetd_session() {
 # --- installing and the manual ------------------------------------------------
 
 t_install() {
-	local o missing=""
+	local o missing="" opts
 
 	newdir install
 	chmod go+x "$WORK"		# mktemp made it 0700
@@ -503,21 +503,68 @@ t_install() {
 		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
 		expect "make install DESTDIR=... works" 0 $?
 	fi
-	expect "it installs the binary, both units, the man page, the whitelist and the user" \
-		"etc/greylistd/whitelist lib/systemd/system/greylistd.socket lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistd usr/share/man/man8/greylistd.8" \
+	expect "it installs both programs, the units, the man pages, the configuration, the whitelist, the Exim ACL and the user" \
+		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
 		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
-	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/lib/systemd/system/greylistd@.service"
+	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/usr/lib/systemd/system/greylistd@.service"
+
+	# from a copy of the tree: other paths build other binaries
+	newdir install-local
+	mkdir -p "$D/src"
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$D/src"
+	make -s -C "$D/src" install DESTDIR="$D/root" PREFIX=/usr/local SYSCONFDIR=/usr/local/etc > "$D/out" 2>&1
+	check "PREFIX=/usr/local: the units go where systemd looks for local ones, never /lib" \
+		test -f "$D/root/usr/local/lib/systemd/system/greylistd.socket" -a ! -e "$D/root/lib"
+	expect_grep "every path it installs is rewritten: the unit's ExecStart" '^ExecStart=/usr/local/sbin/greylistd$' \
+		"$D/root/usr/local/lib/systemd/system/greylistd@.service"
+	expect_grep "the man page's inetd line" '/usr/local/sbin/greylistd greylistd$' "$D/root/usr/local/share/man/man8/greylistd.8"
+	expect_grep "the man page's configuration file" '/usr/local/etc/greylistd/greylistd\.conf' "$D/root/usr/local/share/man/man8/greylistd.8"
+	check "no /usr/sbin/greylistd is left in what it installed" \
+		bash -c "! grep -rq '/usr/sbin/greylist' '$D/root/usr/local/share' '$D/root/usr/local/lib' '$D/root/usr/local/etc'"
+	expect "the built-in paths follow the Makefile's: the installed greylistd reads /usr/local/etc/greylistd/greylistd.conf" \
+		"/usr/local/etc/greylistd/greylistd.conf" \
+		"$("$D/root/usr/local/sbin/greylistd" --help | sed -n 's/^  --config  *configuration file (\(.*\))$/\1/p')"
+	expect "and /usr/local/etc/greylistd/whitelist" "/usr/local/etc/greylistd/whitelist" \
+		"$("$D/root/usr/local/sbin/greylistd" --help | sed -n 's/^  --whitelist  *whitelist file, repeatable (\(.*\))$/\1/p')"
+	echo "# mine" > "$D/root/usr/local/etc/greylistd/greylistd.conf"
+	make -s -C "$D/src" install DESTDIR="$D/root" PREFIX=/usr/local SYSCONFDIR=/usr/local/etc > "$D/out" 2>&1
+	expect "an admin's configuration file is kept" "# mine" "$(cat "$D/root/usr/local/etc/greylistd/greylistd.conf")"
+	expect_grep "and make install says so" 'kept .*greylistd\.conf' "$D/out"
+
+	# Another package's file: a stand-in dpkg says Debian's greylistd owns it
+	newdir install-owned
+	mkdir -p "$D/bin"
+	printf '#!/bin/sh\n[ "$1" = -S ] || exit 2\ncase $2 in */greylistd.socket) echo "greylistd: /lib/systemd/system/greylistd.socket"; exit 0 ;; esac\nexit 1\n' > "$D/bin/dpkg"
+	chmod 755 "$D/bin/dpkg"
+	PATH=$D/bin:$PATH make -s install DESTDIR="$D/root" PREFIX=/usr/local OWNER_CHECK=yes > "$D/out" 2>&1
+	expect "a file another package owns: make install refuses (exit 2 from make)" 2 $?
+	expect_grep "and says which and whose" 'refusing: .*greylistd\.socket belongs to a Debian package' "$D/out"
+	check "and installs nothing" test ! -e "$D/root"
 
 	man --warnings -l greylistd.8 > /dev/null 2> "$D/man.err"
-	check "man ./greylistd.8 formats without a warning" test ! -s "$D/man.err"
-	for o in $("$GREYLISTD" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p'); do
+	man --warnings -l greylistctl.8 > /dev/null 2>> "$D/man.err"
+	check "man ./greylistd.8 and ./greylistctl.8 format without a warning" test ! -s "$D/man.err"
+	opts=$("$GREYLISTD" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p')
+	for o in $opts; do
 		grep -q -- "\\\-\\\-$(echo "$o" | sed 's/-/\\\\-/g')" greylistd.8 || missing="$missing $o"
 	done
-	expect "the man page documents every option of --help" "" "$missing"
-	for o in check stats dump load expire report; do
-		grep -q "^\.B $o\$" greylistd.8 || missing="$missing $o"
+	expect "greylistd.8 documents every option of --help" "" "$missing"
+	missing=
+	for o in $opts; do
+		case $o in config|help|version) continue ;; esac
+		grep -q "^#$o = " greylistd.conf || missing="$missing $o"
 	done
-	expect "and every command" "" "$missing"
+	expect "the shipped greylistd.conf shows every option" "" "$missing"
+	"$GREYLISTCTL" check --config=greylistd.conf --db="$D/none" --whitelist=whitelist >/dev/null
+	expect "and passes check as it is" 0 $?
+	missing=
+	for o in check stats dump load expire repair report maintain; do
+		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
+		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\):.*/\1/p'); do
+			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
+		done
+	done
+	expect "greylistctl.8 documents every command and its options" "" "$missing"
 }
 
 # --- valgrind ---------------------------------------------------------------
@@ -569,7 +616,7 @@ t_valgrind() {
 
 t_analyze() {
 	local out tool
-	out=$(tests/analyze.sh greylistd.c 2>&1)
+	out=$(tests/analyze.sh 2>&1)
 	for tool in "gcc -fanalyzer" cppcheck clang-tidy; do
 		if echo "$out" | grep -q "^analyze: $tool: clean"; then
 			pass "$tool finds nothing"
