@@ -362,6 +362,18 @@ static const struct option_spec *lookup(const char *name, size_t len,
 	return NULL;
 }
 
+/* short_option - "-x": -h was taken as --help; the others are
+ * postgrey's (-d, -v ...) or unknown */
+static void short_option(const char *name)
+{
+	const char *instead = postgrey_advice(name, strlen(name));
+
+	if (instead)
+		config_error("-%.20s is postgrey's; %s", name, instead);
+	else
+		config_error("unknown option -%.20s", name);
+}
+
 /* Bounds of the configuration file: it holds some 30 short lines. */
 #define MAX_CONFIG	(64 << 10)
 #define MAX_CONFIG_LINE	1024
@@ -521,8 +533,7 @@ int config_parse(int argc, char **argv, const struct option_spec *extra,
 		if (strcmp(arg, "-h") == 0)
 			arg = "--help";
 		if (arg[1] != '-') {
-			arg += 1;
-			lookup(arg, strlen(arg), NULL, 0, &src);
+			short_option(arg + 1);
 			continue;
 		}
 		arg += 2;

@@ -200,28 +200,6 @@ static void hold_signals(int hold)
 	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
-/* own_new_file - a file root just created takes the owner of its
- * directory, and the directory's read and write bits for owner and
- * group: the service, not root, must own the database */
-static int own_new_file(int fd, const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	size_t len = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
-	struct stat d;
-
-	if (geteuid() != 0)
-		return 0;
-	if (len >= sizeof(dir))
-		return -1;
-	memcpy(dir, len ? path : ".", len ? len : 1);
-	dir[len ? len : 1] = 0;
-	if (stat(dir, &d) != 0 || fchown(fd, d.st_uid, d.st_gid) != 0
-	    || fchmod(fd, d.st_mode & 0660) != 0)
-		return -1;
-	return 0;
-}
-
 /* db_lock_fd - open the file at the path and lock it, as a reader or a
  * writer (which may create it), before the deadline; the descriptor, or
  * -1 with errno (ENOENT: no file, for a reader; ETIMEDOUT; EINVAL: not
@@ -232,19 +210,11 @@ int db_lock_fd(const char *path, int writer,
 	       const struct timespec *deadline, struct stat *st)
 {
 	struct stat now;
-	int attempt, fd, err, created;
+	int attempt, fd, err;
 
 	for (attempt = 0; attempt < DB_REOPEN_TRIES; attempt++) {
-		created = 0;
-		fd = open(path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC
-			  | O_NONBLOCK | O_NOCTTY);
-		if (fd < 0 && writer && errno == ENOENT) {
-			fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC
-				  | O_NONBLOCK | O_NOCTTY, 0600);
-			created = fd >= 0;
-			if (fd < 0 && errno == EEXIST)
-				continue;
-		}
+		fd = open(path, (writer ? O_RDWR | O_CREAT : O_RDONLY)
+			  | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0600);
 		if (fd < 0)
 			return -1;
 		if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
@@ -252,8 +222,7 @@ int db_lock_fd(const char *path, int writer,
 			errno = EINVAL;
 			return -1;
 		}
-		if ((created && own_new_file(fd, path) != 0)
-		    || lock_wait(fd, writer ? LOCK_EX : LOCK_SH, deadline) < 0) {
+		if (lock_wait(fd, writer ? LOCK_EX : LOCK_SH, deadline) < 0) {
 			err = errno;
 			close(fd);
 			errno = err;
@@ -395,34 +364,27 @@ int note_put_number(struct db *db, enum note n, long long v)
 	return db_put(db, note_key(n), &v, 1);
 }
 
-/* The key kind note: "1 plain", or "1 hmac-sha256 " and the secret as
- * 64 hex digits. */
-#define KIND_PLAIN	"1 plain"
-#define KIND_HMAC	"1 hmac-sha256 "
-
-/* hex_digit - the value of one hex digit (is_digest checked it) */
-static unsigned hex_digit(char c)
-{
-	return (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
-}
+/* The key-kind note: "1 0" for plain keys; "1 1" and the secret as
+ * KEY_WORDS numbers of 32 bits for HMAC digests. */
+#define KEY_WORDS	8
 
 /* key_kind_parse - a key-kind note's value; -1 if of no known shape */
 int key_kind_parse(datum d, struct key_kind *kk)
 {
-	size_t hl = strlen(KIND_HMAC), i;
-	const char *hex = d.dptr + hl;
+	long long f[1 + KEY_WORDS];
+	size_t i;
 
 	memset(kk, 0, sizeof(*kk));
-	if ((size_t)d.dsize == strlen(KIND_PLAIN)
-	    && memcmp(d.dptr, KIND_PLAIN, (size_t)d.dsize) == 0)
+	if (record_decode(d, f, 1) == 0 && f[0] == 0)
 		return 0;
-	if ((size_t)d.dsize != hl + 64 || memcmp(d.dptr, KIND_HMAC, hl) != 0
-	    || !is_digest(hex, 64))
+	if (record_decode(d, f, 1 + KEY_WORDS) != 0 || f[0] != 1)
 		return -1;
+	for (i = 0; i < sizeof(kk->secret); i++) {
+		if (f[1 + i / 4] > 0xffffffffLL)
+			return -1;
+		kk->secret[i] = (unsigned char)(f[1 + i / 4] >> (24 - 8 * (i % 4)));
+	}
 	kk->hashed = 1;
-	for (i = 0; i < sizeof(kk->secret); i++)
-		kk->secret[i] = (unsigned char)(hex_digit(hex[2 * i]) << 4
-						| hex_digit(hex[2 * i + 1]));
 	return 0;
 }
 
@@ -434,14 +396,11 @@ int key_kind_read(struct db *db, struct key_kind *kk, int *present)
 	datum d;
 	int rc = 0;
 
-	*present = 0;
 	memset(kk, 0, sizeof(*kk));
 	if (db_fetch(db, note_key(NOTE_KEYS), &d) != 0)
 		return -1;
-	if (!d.dptr)
-		return 0;
-	*present = 1;
-	if (key_kind_parse(d, kk) != 0) {
+	*present = d.dptr != NULL;
+	if (d.dptr && key_kind_parse(d, kk) != 0) {
 		db_fault(db, "%s: its key-kind note has no known shape",
 			 cfg.db_path);
 		rc = -1;
@@ -453,15 +412,12 @@ int key_kind_read(struct db *db, struct key_kind *kk, int *present)
 /* key_kind_write - keep the key kind in the file's note */
 int key_kind_write(struct db *db, const struct key_kind *kk)
 {
-	char buf[MAX_RECORD];
-	size_t o, i;
+	long long f[1 + KEY_WORDS] = { kk->hashed };
+	size_t i;
 
-	o = (size_t)snprintf(buf, sizeof(buf), "%s",
-			     kk->hashed ? KIND_HMAC : KIND_PLAIN);
 	for (i = 0; kk->hashed && i < sizeof(kk->secret); i++)
-		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%02x",
-				      kk->secret[i]);
-	return db_store(db, note_key(NOTE_KEYS), (datum){ buf, (int)o });
+		f[1 + i / 4] = f[1 + i / 4] << 8 | kk->secret[i];
+	return db_put(db, note_key(NOTE_KEYS), f, kk->hashed ? 1 + KEY_WORDS : 1);
 }
 
 /* key_kind_new - the key kind of a new file: with --privacy, a new
@@ -485,50 +441,39 @@ int key_kind_new(struct key_kind *kk, int hashed)
 static struct key_kind kind;
 static int kind_known;
 
-/* learn_kind - read the file's key kind, once per process, and check it
- * is the configured one; *absent when the file has no note yet. A file
- * of the other kind is a fault, never served: every triplet would look
- * new. */
-static int learn_kind(struct db *db, int *absent)
+/* learn_kind - the file's key kind, read once per process and checked
+ * against the configured one (a file of the other kind is a fault, never
+ * served: every triplet would look new); a writer gives a file without
+ * the note the configured kind. 1: a reader found no note. */
+static int learn_kind(struct db *db)
 {
 	struct key_kind kk;
 	int present;
 
-	*absent = 0;
 	if (kind_known)
 		return 0;
 	if (key_kind_read(db, &kk, &present) != 0)
 		return -1;
-	if (!present) {
-		*absent = 1;
-		return 0;
+	if (!present && !db->writer)
+		return 1;
+	if (!present && key_kind_new(&kk, cfg.privacy != 0) != 0) {
+		db_fault(db, "no random bytes for the --privacy secret: %s",
+			 strerror(errno));
+		return -1;
 	}
+	if (!present && key_kind_write(db, &kk) != 0)
+		return -1;
 	if (kk.hashed != (cfg.privacy != 0)) {
 		db_fault(db, "%s holds %s keys but privacy is %s: set privacy"
-			 " = %s, or use another file", cfg.db_path,
-			 kk.hashed ? "hashed" : "plain",
-			 cfg.privacy ? "on" : "off", kk.hashed ? "yes" : "no");
+			 " = %s, or use another file", cfg.db_path, kk.hashed
+			 ? "hashed" : "plain", cfg.privacy ? "on" : "off",
+			 kk.hashed ? "yes" : "no");
 		return -1;
 	}
 	kind = kk;
 	kind_known = 1;
 	return 0;
 }
-
-/* make_kind - a writer gives a file without a note the configured kind */
-static int make_kind(struct db *db)
-{
-	if (key_kind_new(&kind, cfg.privacy != 0) != 0) {
-		db_fault(db, "no random bytes for the --privacy secret: %s",
-			 strerror(errno));
-		return -1;
-	}
-	if (key_kind_write(db, &kind) != 0)
-		return -1;
-	kind_known = 1;
-	return 0;
-}
-
 
 /* evaluate - fetch the request's records and decide; -1 on a fault. The
  * time is read once the lock is held: a process that waited for it must
@@ -574,7 +519,7 @@ static int session(int writer, const struct triplet *t, struct lookup *lk,
 {
 	static struct keys k;
 	struct db db;
-	int absent, rc;
+	int rc;
 
 	switch (db_open(&db, writer, deadline)) {
 	case DB_ABSENT:
@@ -590,9 +535,7 @@ static int session(int writer, const struct triplet *t, struct lookup *lk,
 	case DB_OK:
 		break;
 	}
-	rc = learn_kind(&db, &absent);
-	if (rc == 0 && absent)
-		rc = writer ? make_kind(&db) : 1;
+	rc = learn_kind(&db);
 	if (rc == 0)
 		rc = evaluate(&db, t, &k, lk, o);
 	if (rc == 0 && (o->store_t || o->store_c))

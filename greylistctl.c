@@ -447,6 +447,7 @@ struct stats {
 static void count_record(datum key, datum value, void *arg)
 {
 	struct stats *st = arg;
+	struct key_kind kk;
 	struct rec r;
 	long long v;
 
@@ -470,8 +471,9 @@ static void count_record(datum key, datum value, void *arg)
 	if (r.kind == 'M' && key.dsize == note_key(NOTE_KEYS).dsize
 	    && memcmp(key.dptr, note_key(NOTE_KEYS).dptr, (size_t)key.dsize)
 	    == 0)
-		snprintf(st->keys, sizeof(st->keys), "%s", value.dsize > 3
-			 && value.dptr[2] == 'h' ? "hmac-sha256" : "plain");
+		snprintf(st->keys, sizeof(st->keys), "%s",
+			 key_kind_parse(value, &kk) != 0 ? "unknown" : kk.hashed
+			 ? "hmac-sha256" : "plain");
 }
 
 /* print_stat_time - "key=2026-11-29T11:03:36Z", or "key=none" */
@@ -557,6 +559,25 @@ static int cmp_key(const void *a, const void *b)
 	return c ? c : (x->dsize > y->dsize) - (x->dsize < y->dsize);
 }
 
+/* The key kind as a dump shows it: "plain", or "hmac-sha256:" and the
+ * secret in hex. */
+#define KIND_HMAC	"hmac-sha256:"
+
+/* print_kind - the value of the key-kind note, as text */
+static void print_kind(datum value)
+{
+	struct key_kind kk;
+	size_t i;
+
+	if (key_kind_parse(value, &kk) != 0) {
+		print_escaped(value.dptr, (size_t)value.dsize);
+		return;
+	}
+	fputs(kk.hashed ? KIND_HMAC : "plain", stdout);
+	for (i = 0; kk.hashed && i < sizeof(kk.secret); i++)
+		printf("%02x", kk.secret[i]);
+}
+
 /* dump_record - one record as one line (see the dump format in main) */
 static void dump_record(datum key, datum value)
 {
@@ -566,7 +587,12 @@ static void dump_record(datum key, datum value)
 
 	rec_split(key, value, &r);
 	putchar(r.kind);
-	if (r.kind == 'X' || r.kind == 'M') {
+	if (r.kind == 'M' && key.dsize == note_key(NOTE_KEYS).dsize
+	    && memcmp(key.dptr, note_key(NOTE_KEYS).dptr, (size_t)key.dsize)
+	    == 0) {
+		fputs(" keys ", stdout);
+		print_kind(value);
+	} else if (r.kind == 'X' || r.kind == 'M') {
 		putchar(' ');
 		print_escaped(r.kind == 'M' ? r.part[0] : key.dptr, r.kind == 'M'
 			      ? r.len[0] : (size_t)key.dsize);
@@ -916,16 +942,32 @@ static const char *settle_kinds(struct loader *l)
 	return NULL;
 }
 
+/* hexval - one hex digit's value (is_digest checked it) */
+static unsigned hexval(char c)
+{
+	return (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
+}
+
 /* load_kind - the dump's key-kind note (it comes before its records) */
 static const char *load_kind(struct loader *l, char *value, size_t len,
 			     int *fatal)
 {
+	const char *hex = value + strlen(KIND_HMAC);
+	size_t i;
+
 	*fatal = 1;
 	if (l->dump_known)
 		return "the key-kind note comes after records";
-	memcpy(value, "1 ", 2);
-	if (key_kind_parse((datum){ value, (int)len + 2 }, &l->dump) != 0)
-		return "the key-kind note has no known shape";
+	memset(&l->dump, 0, sizeof(l->dump));
+	if (strcmp(value, "plain") != 0
+	    && (strncmp(value, KIND_HMAC, strlen(KIND_HMAC)) != 0
+		|| len != strlen(KIND_HMAC) + 64 || !is_digest(hex, 64)))
+		return "the key-kind note is neither plain nor"
+			" hmac-sha256:SECRET";
+	l->dump.hashed = *value == 'h';
+	for (i = 0; l->dump.hashed && i < sizeof(l->dump.secret); i++)
+		l->dump.secret[i] = (unsigned char)(hexval(hex[2 * i]) << 4
+						    | hexval(hex[2 * i + 1]));
 	l->dump_known = 1;
 	return settle_kinds(l);
 }
@@ -947,7 +989,7 @@ static const char *load_note(struct loader *l, char **w, size_t nw,
 	for (i = 0; i < NOTE_COUNT && strcmp(name, note_names[i]) != 0; i++)
 		;
 	if (i == NOTE_KEYS)
-		return load_kind(l, value, len, fatal);
+		return load_kind(l, value + 2, len, fatal);
 	if (i == NOTE_COUNT || parse_dump_time(value + 2, &v) != 0)
 		return "not a note greylistd keeps";
 	len = (size_t)snprintf(value, sizeof(value), "1 %lld", v);
@@ -1150,6 +1192,38 @@ static int load_kind_note(struct loader *l)
 	return rc;
 }
 
+/* own_new_file - the database file, when root makes it here, takes the
+ * owner of its directory, and the directory's read and write bits for
+ * owner and group: the service, not root, must own it. -1 when it
+ * cannot (said). */
+static int own_new_file(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t len = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+	struct stat d;
+
+	int fd, rc = 0;
+
+	if (geteuid() != 0 || len >= sizeof(dir))
+		return 0;
+	memcpy(dir, len ? path : ".", len ? len : 1);
+	dir[len ? len : 1] = 0;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY
+		  | O_NONBLOCK, 0600);
+	if (fd < 0)
+		return 0;	/* there already, or db_open will say why not */
+	if (stat(dir, &d) != 0 || fchown(fd, d.st_uid, d.st_gid) != 0
+	    || fchmod(fd, d.st_mode & 0660) != 0) {
+		say("%s: cannot give it the owner of %s: %s", path, dir,
+		    strerror(errno));
+		unlink(path);
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
 /* load_file_kind - what the database says of its keys before loading */
 static int load_file_kind(struct loader *l)
 {
@@ -1188,6 +1262,8 @@ static int cmd_load(void)
 	static struct loader l = { .version = 2 };
 	int end = 0, rc = load_file_kind(&l);
 
+	if (rc == 0)
+		rc = own_new_file(cfg.db_path);
 	while (rc == 0 && !end) {
 		end = load_read(&l);
 		if (end < 0 || (l.keys.n && l.file_new && load_kind_note(&l))

@@ -479,6 +479,7 @@ inetd_session() {
 
 . tests/postfix.sh
 . tests/ops.sh
+. tests/config.sh
 . tests/systemd.sh
 . tests/stress.sh
 . tests/faults.sh
@@ -791,7 +792,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail install valgrind fuzz analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail install valgrind fuzz loglines analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
