@@ -34,11 +34,12 @@ ifeq (,$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)))
 HARDEN_CPP = -D_FORTIFY_SOURCE=3
 endif
 LDHARDEN = -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
-# libgdbm: the database. libpcre2-8: postgrey's whitelists are Perl
-# regular expressions. greylistctl also links libsystemd, to read the
-# journal for its report; greylistd loads libsystemd and libnettle (the
-# HMAC of --privacy) with dlopen, only when needed (see log.c).
-LDLIBS   = -lgdbm -lpcre2-8
+# libgdbm: the database. greylistctl also links libsystemd, to read the
+# journal for its report. Both load libsystemd, libnettle (the HMAC of
+# --privacy) and libpcre2-8 (postgrey's whitelists are Perl regular
+# expressions) with dlopen, only when needed (see log.c); their -dev
+# packages are build dependencies for the headers.
+LDLIBS   = -lgdbm
 CTL_LIBS = -lsystemd
 PATHS    = -DSYSCONFDIR='"$(SYSCONFDIR)"' -DLOCALSTATEDIR='"$(LOCALSTATEDIR)"'
 

@@ -45,8 +45,8 @@ static void on_alarm(int sig)
 
 /* lock_wait - flock with a deadline. A repeating 10 ms timer interrupts
  * the blocking call, so a signal that arrives just before flock(2) is
- * entered cannot leave it blocked for ever. 0 locked, -1 with errno
- * (ETIMEDOUT when the deadline passed). */
+ * entered cannot leave it blocked for ever. 0 locked at once, 1 locked
+ * after a wait, -1 with errno (ETIMEDOUT when the deadline passed). */
 int lock_wait(int fd, int op, const struct timespec *deadline)
 {
 	struct itimerval tick = { { 0, 10000 }, { 0, 10000 } };
@@ -71,7 +71,7 @@ int lock_wait(int fd, int op, const struct timespec *deadline)
 	}
 	setitimer(ITIMER_REAL, &off, NULL);
 	if (rc == 0)
-		return 0;
+		return 1;
 	errno = err == EINTR ? ETIMEDOUT : err;
 	return -1;
 }
@@ -210,7 +210,7 @@ int db_lock_fd(const char *path, int writer,
 	       const struct timespec *deadline, struct stat *st)
 {
 	struct stat now;
-	int attempt, fd, err;
+	int attempt, fd, err, waited;
 
 	for (attempt = 0; attempt < DB_REOPEN_TRIES; attempt++) {
 		fd = open(path, (writer ? O_RDWR | O_CREAT : O_RDONLY)
@@ -222,13 +222,15 @@ int db_lock_fd(const char *path, int writer,
 			errno = EINVAL;
 			return -1;
 		}
-		if (lock_wait(fd, writer ? LOCK_EX : LOCK_SH, deadline) < 0) {
+		if ((waited = lock_wait(fd, writer ? LOCK_EX : LOCK_SH,
+					deadline)) < 0) {
 			err = errno;
 			close(fd);
 			errno = err;
 			return -1;
 		}
-		if (fstat(fd, st) == 0 && stat(path, &now) == 0
+		/* after a wait the file may have grown, or been replaced */
+		if ((!waited || fstat(fd, st) == 0) && stat(path, &now) == 0
 		    && st->st_ino == now.st_ino && st->st_dev == now.st_dev)
 			return fd;
 		close(fd);

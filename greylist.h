@@ -166,6 +166,7 @@ int config_parse(int argc, char **argv, const struct option_spec *extra,
 		 size_t nextra, const char **words, int maxwords);
 void config_usage(FILE *f, const struct option_spec *extra, size_t nextra);
 void config_check(void);
+const char *host_name(void);
 void config_report(void);
 size_t config_options(const struct option_spec **table);
 
@@ -187,7 +188,7 @@ extern int log_stderr;
 
 /* Libraries loaded (dlopen) only when they are used, because linking
  * them costs every process's start-up (see log.c). */
-enum library { LIB_SYSTEMD, LIB_NETTLE, LIB_COUNT };
+enum library { LIB_SYSTEMD, LIB_NETTLE, LIB_PCRE2, LIB_COUNT };
 void *lib_symbol(enum library lib, size_t i);
 
 int sd_stream_socket(int *fd);
@@ -333,6 +334,7 @@ struct wl_set {
 	enum wl_report how;
 	char *bufs[MAX_WL_FILES + 1];	/* file contents the entries point into */
 	size_t nbufs;
+	uint64_t sig;			/* the files' version, as wl_signature */
 };
 
 int wl_load(struct wl_set *set, const struct wl_list *files,

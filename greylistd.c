@@ -37,13 +37,13 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines @READ@	Reading requests: bounded lines, attributes
- *	  lines @POLICY@	The request: attributes to triplet, whitelist, store
- *	  lines @ANSWER@	Answering: the reply, the decision log line
+ *	  lines 143-375	Reading requests: bounded lines, attributes
+ *	  lines 376-452	The request: attributes to triplet, whitelist, store
+ *	  lines 453-622	Answering: the reply, the decision log line
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines @SERVE@ (serving, the
+ *	Only the admin's files reach, here: lines 623-883 (serving, the
  *	whitelist reload, maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -531,7 +531,7 @@ static size_t format_reply(char *buf, size_t size, const struct request *r,
 		format_time(date, sizeof(date), TS_HEADER, time(NULL));
 		vals['t'] = num;
 		vals['v'] = VERSION;
-		vals['h'] = cfg.hostname;
+		vals['h'] = host_name();
 		vals['d'] = date;
 		expand(text, sizeof(text), cfg.header, vals);
 		n = snprintf(buf, size, "action=PREPEND %s\n\n", text);
@@ -640,12 +640,11 @@ static void wl_refresh(void)
 	if (whitelists.loaded && now >= checked && now - checked < WL_RECHECK)
 		return;
 	checked = now;
-	s = wl_signature(&cfg.whitelists);
-	if (whitelists.loaded && s == sig)
+	if (whitelists.loaded && (s = wl_signature(&cfg.whitelists)) == sig)
 		return;
-	sig = s;
 	whitelist_problems = wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
 				     1) > 0;
+	sig = (long long)whitelists.sig;
 }
 
 /* The serving process's own arguments, passed on to greylistctl. */
@@ -725,14 +724,23 @@ static void maintain(const struct conn *c)
 	run_greylistctl(damaged);
 }
 
-/* same_socket - are two descriptors one socket? */
-static int same_socket(int a, int b)
+/* is_same - do two descriptors' stats name one file? */
+static int is_same(const struct stat *a, const struct stat *b)
 {
-	struct stat x, y;
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev;
+}
 
-	return a == b || (fstat(a, &x) == 0 && fstat(b, &y) == 0
-			  && S_ISSOCK(x.st_mode) && x.st_ino == y.st_ino
-			  && x.st_dev == y.st_dev);
+/* check_socket - is the connection one socket (in and out), and is
+ * stderr that socket too (spawn, inetd)? Then stderr is pointed at
+ * /dev/null, so that no library message can enter the protocol. */
+static int check_socket(int in, int out)
+{
+	struct stat a, b;
+	int sock = fstat(in, &a) == 0 && S_ISSOCK(a.st_mode);
+
+	if (sock && fstat(2, &b) == 0 && is_same(&a, &b))
+		(void)null_fds(2);	/* if it fails, nothing writes there */
+	return in == out || (sock && fstat(out, &b) == 0 && is_same(&a, &b));
 }
 
 /* answer - decide, log and answer one request; -1 if the answer could
@@ -766,7 +774,7 @@ static int serve(int in, int out)
 
 	c.in = in;
 	c.out = out;
-	c.sock = same_socket(in, out);
+	c.sock = check_socket(in, out);
 	for (;;) {
 		switch (read_request(&c, &r)) {
 		case RD_OK:
@@ -802,14 +810,6 @@ static int connection(int *in, int *out)
 		return -1;
 	*out = *in;
 	return 0;
-}
-
-/* quiet_stderr - when stderr is the client socket (spawn, inetd), point
- * it at /dev/null so that no library message can enter the protocol */
-static void quiet_stderr(int in)
-{
-	if (same_socket(in, 2))
-		(void)null_fds(2);	/* if it fails, nothing writes there */
 }
 
 /* The operator commands, which are greylistctl's. */
@@ -868,7 +868,6 @@ int main(int argc, char **argv)
 	}
 	if (connection(&in, &out) != 0)
 		return 64;
-	quiet_stderr(in);
 	rc = serve(in, out);
 	/* Under systemd the unit's processes are killed when the main one
 	 * exits: let a maintenance child finish first. The connection is

@@ -480,6 +480,7 @@ inetd_session() {
 . tests/postfix.sh
 . tests/ops.sh
 . tests/config.sh
+. tests/design.sh
 . tests/systemd.sh
 . tests/stress.sh
 . tests/faults.sh
@@ -792,7 +793,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail install valgrind fuzz loglines analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail install valgrind fuzz loglines design analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"

@@ -208,21 +208,16 @@ int make_triplet(const char *addr, const char *sender, const char *rcpt,
 static void hmac_hex(const struct key_kind *kk, const char *p, size_t len,
 		     char out[65])
 {
-	void (*set_key)(struct hmac_sha256_ctx *, size_t, const uint8_t *);
-	void (*update)(struct hmac_sha256_ctx *, size_t, const uint8_t *);
-	void (*digest)(struct hmac_sha256_ctx *, size_t, uint8_t *);
-	void *s[3] = { lib_symbol(LIB_NETTLE, 0), lib_symbol(LIB_NETTLE, 1),
-		       lib_symbol(LIB_NETTLE, 2) };
+	typedef void feed_fn(struct hmac_sha256_ctx *, size_t, const uint8_t *);
+	typedef void digest_fn(struct hmac_sha256_ctx *, size_t, uint8_t *);
 	struct hmac_sha256_ctx ctx;
 	uint8_t d[SHA256_DIGEST_SIZE];
 	size_t i;
 
-	memcpy(&set_key, &s[0], sizeof(s[0]));
-	memcpy(&update, &s[1], sizeof(s[1]));
-	memcpy(&digest, &s[2], sizeof(s[2]));
-	set_key(&ctx, sizeof(kk->secret), kk->secret);
-	update(&ctx, len, (const uint8_t *)p);
-	digest(&ctx, sizeof(d), d);
+	((feed_fn *)lib_symbol(LIB_NETTLE, 0))(&ctx, sizeof(kk->secret),
+					       kk->secret);
+	((feed_fn *)lib_symbol(LIB_NETTLE, 1))(&ctx, len, (const uint8_t *)p);
+	((digest_fn *)lib_symbol(LIB_NETTLE, 2))(&ctx, sizeof(d), d);
 	for (i = 0; i < sizeof(d); i++)
 		snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
