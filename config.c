@@ -653,24 +653,10 @@ static int is_host_name(const char *s)
 	}
 }
 
-/* host_name - --hostname, or the system's name (asked for only when a
- * header needs it) */
-const char *host_name(void)
-{
-	static char host[256];
-
-	if (!cfg.hostname) {
-		if (gethostname(host, sizeof(host) - 1) != 0
-		    || !is_host_name(host))
-			snprintf(host, sizeof(host), "localhost");
-		cfg.hostname = host;
-	}
-	return cfg.hostname;
-}
-
 /* config_check - settings that are wrong on their own or together */
 void config_check(void)
 {
+	static char host[256];
 
 	check_action(cfg.greylist_action);
 	check_template("greylist-text", cfg.greylist_text, "sr");
@@ -685,7 +671,12 @@ void config_check(void)
 			     " --delay (%llds)", cfg.max_age, cfg.delay);
 	if (!*cfg.db_path)
 		config_error("--db: empty path");
-	if (cfg.hostname && !is_host_name(cfg.hostname)) {
+	if (!cfg.hostname && strstr(cfg.header, "%h")) {
+		if (gethostname(host, sizeof(host) - 1) != 0
+		    || !is_host_name(host))
+			snprintf(host, sizeof(host), "localhost");
+		cfg.hostname = host;	/* asked for only when a header needs it */
+	} else if (cfg.hostname && !is_host_name(cfg.hostname)) {
 		config_error("--hostname=%.80s: not a host name (letters,"
 			     " digits and \"-\" in labels joined by dots)",
 			     cfg.hostname);

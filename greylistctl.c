@@ -573,7 +573,7 @@ static void print_kind(datum value)
 		print_escaped(value.dptr, (size_t)value.dsize);
 		return;
 	}
-	fputs(kk.hashed ? KIND_HMAC : "plain", stdout);
+	(void)fputs(kk.hashed ? KIND_HMAC : "plain", stdout);
 	for (i = 0; kk.hashed && i < sizeof(kk.secret); i++)
 		printf("%02x", kk.secret[i]);
 }
@@ -590,7 +590,7 @@ static void dump_record(datum key, datum value)
 	if (r.kind == 'M' && key.dsize == note_key(NOTE_KEYS).dsize
 	    && memcmp(key.dptr, note_key(NOTE_KEYS).dptr, (size_t)key.dsize)
 	    == 0) {
-		fputs(" keys ", stdout);
+		(void)fputs(" keys ", stdout);
 		print_kind(value);
 	} else if (r.kind == 'X' || r.kind == 'M') {
 		putchar(' ');
@@ -977,7 +977,7 @@ static const char *load_kind(struct loader *l, char *value, size_t len,
 static const char *load_note(struct loader *l, char **w, size_t nw,
 			     int *fatal)
 {
-	char name[64], value[MAX_RECORD];
+	char name[64], value[MAX_RECORD] = { 0 };
 	long long v;
 	size_t len, i;
 

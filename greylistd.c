@@ -43,7 +43,7 @@
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 623-883 (serving, the
+ *	Only the admin's files reach, here: lines 623-881 (serving, the
  *	whitelist reload, maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -531,7 +531,7 @@ static size_t format_reply(char *buf, size_t size, const struct request *r,
 		format_time(date, sizeof(date), TS_HEADER, time(NULL));
 		vals['t'] = num;
 		vals['v'] = VERSION;
-		vals['h'] = host_name();
+		vals['h'] = cfg.hostname;
 		vals['d'] = date;
 		expand(text, sizeof(text), cfg.header, vals);
 		n = snprintf(buf, size, "action=PREPEND %s\n\n", text);
@@ -635,12 +635,11 @@ static void wl_refresh(void)
 	static time_t checked;
 	static long long sig;
 	time_t now = time(NULL);
-	long long s;
 
 	if (whitelists.loaded && now >= checked && now - checked < WL_RECHECK)
 		return;
 	checked = now;
-	if (whitelists.loaded && (s = wl_signature(&cfg.whitelists)) == sig)
+	if (whitelists.loaded && wl_signature(&cfg.whitelists) == sig)
 		return;
 	whitelist_problems = wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
 				     1) > 0;

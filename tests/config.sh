@@ -151,7 +151,7 @@ t_loglines() {
 	printf 'x' | gl >/dev/null
 	"$GREYLISTCTL" expire --db="$D/db" --log-file="$D/log" >/dev/null
 	: > "$D/bad"
-	for f in $(find "$WORK" -name '*log*' -type f 2>/dev/null); do
+	for f in $(find "$WORK" -path "$WORK/fuzz" -prune -o -name '*log*' -type f -newer "$RESULTS" -print 2>/dev/null); do
 		grep -qE '^[^ ]+ greylistd\[[0-9]+\]: ' "$f" || continue
 		n=$((n + $(grep -cE '^[^ ]+ greylistd\[[0-9]+\]: ' "$f")))
 		grep -E '^[^ ]+ greylistd\[[0-9]+\]: ' "$f" | grep -vE "$LOGLINE_RE" >> "$D/bad"
