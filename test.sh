@@ -478,6 +478,7 @@ inetd_session() {
 . tests/systemd.sh
 . tests/stress.sh
 . tests/faults.sh
+. tests/multimx.sh
 . fuzz/fuzz.sh
 
 # --- installing and the manual ------------------------------------------------
@@ -737,7 +738,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix install valgrind fuzz analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix multimx install valgrind fuzz analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
