@@ -479,6 +479,7 @@ inetd_session() {
 . tests/stress.sh
 . tests/faults.sh
 . tests/multimx.sh
+. tests/redis.sh
 . fuzz/fuzz.sh
 
 # --- installing and the manual ------------------------------------------------
@@ -738,7 +739,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix multimx install valgrind fuzz analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix multimx redis_harness install valgrind fuzz analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
