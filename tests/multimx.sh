@@ -71,7 +71,7 @@ mm_net_up() {
 	ip -n "$lan" link add br0 type bridge || return 1
 	ip -n "$lan" link set br0 up || return 1
 	for h in gl $MM_HOSTS; do
-		ip netns add "$(mm_ns $h)" && mm_link $h "$(mm_ns $h)" || return 1
+		ip netns add "$(mm_ns "$h")" && mm_link "$h" "$(mm_ns "$h")" || return 1
 	done
 }
 
@@ -85,7 +85,7 @@ mm_net_down() {
 	done
 	ip -n "$lan" link del br0 2>/dev/null
 	for h in lan gl $MM_HOSTS; do
-		ip netns del "$(mm_ns $h)" 2>/dev/null
+		ip netns del "$(mm_ns "$h")" 2>/dev/null
 	done
 	return 0
 }
@@ -106,13 +106,13 @@ mm_pf_up() {
 	local h
 	for h in $MM_HOSTS; do
 		if [ -z "${MM_STATE[$h]:-}" ]; then
-			pf_setup "$h" "${MM_POLICY[$h]}" "$(mm_ns $h)" || { MM_WHY="$h: no free port"; return 1; }
-			PF_MASTER= PF_SINK=
+			pf_setup "$h" "${MM_POLICY[$h]}" "$(mm_ns "$h")" || { MM_WHY="$h: no free port"; return 1; }
+			PF_MASTER='' PF_SINK=''
 		else
-			mm_use $h
+			mm_use "$h"
 		fi
-		if ! pf_start; then MM_WHY="$h: $PF_WHY"; mm_save $h; return 1; fi
-		mm_save $h
+		if ! pf_start; then MM_WHY="$h: $PF_WHY"; mm_save "$h"; return 1; fi
+		mm_save "$h"
 	done
 }
 
@@ -122,12 +122,12 @@ mm_pf_down() {
 	local h left
 	for h in $MM_HOSTS; do
 		[ -n "${MM_STATE[$h]:-}" ] || continue
-		mm_use $h
+		mm_use "$h"
 		pf_stop
 		left=$(pf_processes)
 		# shellcheck disable=SC2086 # one PID a word
 		[ -z "$left" ] || kill -KILL $left 2>/dev/null
-		mm_save $h
+		mm_save "$h"
 	done
 	return 0
 }
@@ -486,7 +486,7 @@ mm_phase_sd() {
 	if ! mm_link sd "$SD_PID"; then fail "sd: a veth into systemd's network namespace" "ip link failed"; return; fi
 	# The address now has another MAC: the MX hosts would send to the old
 	# one until their neighbour entries go stale (5 s and more).
-	for h in $MM_HOSTS; do ip -n "$(mm_ns $h)" neigh flush all; done
+	for h in $MM_HOSTS; do ip -n "$(mm_ns "$h")" neigh flush all; done
 	pass "sd: a veth into systemd's network namespace, with $MM_GL and $MM_GL6"
 
 	expect "sd: it listens on the LAN addresses only (the empty ListenStream= drops loopback)" \
@@ -576,7 +576,7 @@ mm_left() {
 	ip netns list 2>/dev/null | grep -o "^$MM_TAG-[a-z0-9]*" | sed 's/^/netns /'
 	for h in $MM_HOSTS; do
 		[ -n "${MM_STATE[$h]:-}" ] || continue
-		mm_use $h
+		mm_use "$h"
 		for p in $(pf_processes); do echo "process $p"; done
 	done
 	for p in $(mm_ssa_children); do echo "process $p"; done
@@ -588,7 +588,7 @@ t_multimx() {
 
 	mm_verify
 	if why=$(mm_cannot_run); then skip "multimx: MX hosts in network namespaces" "$why"; return; fi
-	MM_STATE=() MM_SSA= MM_GLD=$WORK/multimx-gl SD_PID= SD_UPID= SD_CG=
+	MM_STATE=() MM_SSA='' MM_GLD=$WORK/multimx-gl SD_PID='' SD_UPID='' SD_CG=''
 	PF_RCPT=bob@dest.test
 
 	# However test.sh ends from here on, clean up first, then do what

@@ -516,7 +516,7 @@ rd_h_loss() {
 }
 
 t_redis_harness() {
-	local why old_trap=() d left=
+	local why old_trap=() d left=''
 
 	if why=$(rd_cannot_run); then skip "redis harness" "$why"; return; fi
 	RD_ALL=()
