@@ -59,7 +59,7 @@ BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
-	     valgrind man-db $(FUZZ_DEPS)
+	     valgrind man-db perl redis-server redis-tools $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps

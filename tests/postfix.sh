@@ -47,6 +47,18 @@ pf_cannot_run() {
 	return 1
 }
 
+# pf_in CMD... - run CMD in the instance's network namespace (PF_NS, a
+# name given to pf_setup), or here when it has none. PF_IN is the prefix
+# that does it, for a command run in the background (whose $! must be
+# the command's own PID).
+pf_in() { "${PF_IN[@]}" "$@"; }
+
+# pf_accepts PORT - true when something accepts on 127.0.0.1:PORT, in the
+# instance's network namespace
+pf_accepts() {
+	pf_in bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
 # pf_free_port - a loopback TCP port that nothing listens on, below Linux's
 # ephemeral range (so no outgoing connection holds it either)
 pf_free_port() {
@@ -54,7 +66,7 @@ pf_free_port() {
 	for _ in $(seq 100); do
 		p=$((20000 + RANDOM % 12000))
 		case " $PF_PORTS " in *" $p "*) continue ;; esac
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		if ! pf_accepts "$p"; then
 			PF_PORTS="$PF_PORTS $p"; echo "$p"; return 0
 		fi
 	done
@@ -64,16 +76,24 @@ pf_free_port() {
 # pf_listening PORT - true once something accepts on 127.0.0.1:PORT (5 s)
 pf_listening() {
 	for _ in $(seq 50); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		pf_accepts "$1" && return 0
 		sleep 0.1
 	done
 	return 1
 }
 
-# pf_setup - write the instance under $PF_DIR; sets PF_SMTP_PORT,
-# PF_SINK_PORT and PF_V6
+# pf_setup [NAME [POLICY [NETNS]]] - write the instance under
+# $PF_DIR=$WORK/NAME (postfix); sets PF_SMTP_PORT, PF_SINK_PORT, PF_V6 and
+# PF_NS. POLICY is what check_policy_service gets between its braces (the
+# spawn service, failing open). With NETNS, every program of the instance
+# runs in that network namespace (see pf_in), and its myhostname is
+# NAME.greylistd.test.
 pf_setup() {
-	PF_DIR=$WORK/postfix
+	local name=${1:-postfix} host=mx.greylistd.test
+	local policy=${2:-unix:private/greylistd, default_action=DUNNO}
+	PF_NS=${3:-} PF_IN=()
+	[ -z "$PF_NS" ] || { host=$name.greylistd.test; PF_IN=(ip netns exec "$PF_NS"); }
+	PF_DIR=$WORK/$name
 	rm -rf "$PF_DIR"
 	mkdir -p "$PF_DIR"/etc "$PF_DIR"/spool "$PF_DIR"/data "$PF_DIR"/gl \
 		"$PF_DIR"/sink "$PF_DIR"/bin
@@ -93,7 +113,7 @@ pf_setup() {
 	# XCLIENT ADDR=IPV6:... is refused ("501 5.5.4 Bad ADDR syntax")
 	# unless inet_protocols includes ipv6, which needs a kernel with IPv6.
 	# The connections themselves are always IPv4 loopback.
-	if [ -e /proc/net/if_inet6 ]; then PF_V6=all; else PF_V6=ipv4; fi
+	if pf_in test -e /proc/net/if_inet6; then PF_V6=all; else PF_V6=ipv4; fi
 
 	cat > "$PF_DIR"/etc/main.cf <<-EOF
 	# A private instance: nothing is shared with /etc/postfix but the
@@ -105,7 +125,7 @@ pf_setup() {
 	setgid_group = postdrop
 	maillog_file = $PF_DIR/maillog
 	maillog_file_prefixes = $PF_DIR
-	myhostname = mx.greylistd.test
+	myhostname = $host
 	mydomain = greylistd.test
 	myorigin = \$myhostname
 	inet_interfaces = 127.0.0.1
@@ -127,7 +147,7 @@ pf_setup() {
 	smtpd_recipient_restrictions =
 	    permit_mynetworks,
 	    reject_unauth_destination,
-	    check_policy_service { unix:private/greylistd, default_action=DUNNO }
+	    check_policy_service { $policy }
 	greylistd_time_limit = 3600
 	EOF
 
@@ -161,7 +181,7 @@ pf_setup() {
 # pf_start - start smtp-sink and the instance; sets PF_SINK and PF_MASTER.
 # On failure sets PF_WHY and returns 1.
 pf_start() {
-	smtp-sink -u nobody -h sink.test -d "$PF_DIR/sink/msg." \
+	"${PF_IN[@]}" smtp-sink -u nobody -h sink.test -d "$PF_DIR/sink/msg." \
 		"127.0.0.1:$PF_SINK_PORT" 10 > "$PF_DIR"/sink.out 2>&1 &
 	PF_SINK=$!
 	if ! pf_listening "$PF_SINK_PORT"; then
@@ -169,7 +189,7 @@ pf_start() {
 		return 1
 	fi
 	# master -w returns once the master is up and its services listen.
-	if ! postfix -c "$PF_DIR"/etc start > "$PF_DIR"/start.out 2>&1; then
+	if ! pf_in postfix -c "$PF_DIR"/etc start > "$PF_DIR"/start.out 2>&1; then
 		PF_WHY="postfix -c $PF_DIR/etc start failed: $( { cat "$PF_DIR"/start.out
 			tail -n 4 "$PF_DIR"/maillog; } 2>/dev/null | tr '\n' ' ')"
 		return 1
@@ -199,7 +219,7 @@ pf_stop() {
 	[ -n "$PF_SINK" ] && stop "$PF_SINK"
 	PF_SINK=
 	[ -e "$PF_DIR"/spool/pid/master.pid ] &&
-		postfix -c "$PF_DIR"/etc stop >> "$PF_DIR"/start.out 2>&1
+		pf_in postfix -c "$PF_DIR"/etc stop >> "$PF_DIR"/start.out 2>&1
 	for _ in $(seq 50); do
 		[ -z "$(pf_processes)" ] && break
 		sleep 0.1
@@ -212,7 +232,7 @@ pf_stop() {
 # the server's reply to RCPT TO is left in PF_REPLY.
 pf_smtp() {
 	local tag=$1 addr=$2 rcpt=$3; shift 3
-	swaks --server 127.0.0.1 --port "$PF_SMTP_PORT" --helo "$tag.client.test" \
+	pf_in swaks --server 127.0.0.1 --port "$PF_SMTP_PORT" --helo "$tag.client.test" \
 		--xclient "ADDR=$addr NAME=$PF_NAME" \
 		--from "$PF_FROM" --to "$rcpt" \
 		--header "Subject: greylistd $tag" "$@" > "$PF_DIR/$tag.smtp" 2>&1

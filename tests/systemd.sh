@@ -398,25 +398,25 @@ sd_journal() {
 # sd_in CMD... - run CMD in the container
 sd_in() { nsenter -t "$SD_PID" -a "$@"; }
 
-sd_live_units() {
+# sd_cannot_boot - print why systemd cannot be booted here and succeed, or
+# fail when it can
+sd_cannot_boot() {
+	local p
+	[ "$(id -u)" -eq 0 ] || { echo "needs root"; return 0; }
+	for p in unshare nsenter pivot_root socat flock; do
+		command -v $p >/dev/null || { echo "$p missing"; return 0; }
+	done
+	[ -n "$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)" ] &&
+		[ -n "$(sed -n 's/^0:://p' /proc/self/cgroup)" ] || { echo "no cgroup2 hierarchy"; return 0; }
+	return 1
+}
+
+# sd_boot_files - what every boot needs besides its units: the greylistd
+# user, the bare targets, journald's units, gltest.target (journald and
+# the units in SD_WANTS), a sanitizer build's options for every template
+# unit, and inner.sh, which makes the root and execs systemd
+sd_boot_files() {
 	local u=$D/upper/gltest/units t sd
-	mkdir -p "$u" "$D/upper/usr/sbin" "$D/upper/etc/greylistd"
-	cp "$GREYLISTD" "$D/upper/usr/sbin/greylistd"
-	cp "$GREYLISTCTL" "$D/upper/usr/sbin/greylistctl"
-	cp "$SD_SOCKET" "$SD_SERVICE" "$u/"
-	# the same units with MaxConnections=10, to overrun it cheaply
-	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
-		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
-	cp "$SD_SERVICE" "$u/glsmall@.service"
-	# A sanitizer build's options reach the instances, whose environment
-	# systemd sets afresh (CI runs the suite against such a build too).
-	if [ -n "${ASAN_OPTIONS:-}" ]; then
-		for t in greylistd glsmall; do
-			mkdir -p "$u/$t@.service.d"
-			printf '[Service]\nEnvironment=ASAN_OPTIONS=%s\n' "$ASAN_OPTIONS" \
-				> "$u/$t@.service.d/sanitizer.conf"
-		done
-	fi
 	for t in sysinit basic sockets shutdown; do
 		printf '[Unit]\nDefaultDependencies=no\n' > "$u/$t.target"
 	done
@@ -426,13 +426,18 @@ sd_live_units() {
 	cp $sd/systemd-journald.socket $sd/systemd-journald-dev-log.socket "$u/"
 	sed -e 's/ systemd-journald-audit.socket//g' -e 's/ syslog.socket//g' \
 		$sd/systemd-journald.service > "$u/systemd-journald.service"
-	printf '[Unit]\nWants=systemd-journald.socket systemd-journald.service greylistd.socket glsmall.socket\n' \
-		> "$u/gltest.target"
-	cp /etc/passwd /etc/group "$D/upper/etc/"
-	echo '# no entries' > "$D/upper/etc/greylistd/whitelist"
-	SD_UID=$(awk -F: '{ u[$3] = 1 } END { for (i = 999; i > 100; i--) if (!(i in u)) { print i; exit } }' /etc/passwd /etc/group)
-	echo "greylistd:x:$SD_UID:$SD_UID::/var/lib/greylistd:/usr/sbin/nologin" >> "$D/upper/etc/passwd"
-	echo "greylistd:x:$SD_UID:" >> "$D/upper/etc/group"
+	printf '[Unit]\nWants=systemd-journald.socket systemd-journald.service %s\n' \
+		"$SD_WANTS" > "$u/gltest.target"
+	# A sanitizer build's options reach the instances, whose environment
+	# systemd sets afresh (CI runs the suite against such a build too).
+	if [ -n "${ASAN_OPTIONS:-}" ]; then
+		for t in "$u"/*@.service; do
+			[ -f "$t" ] || continue
+			mkdir -p "$t.d"
+			printf '[Service]\nEnvironment=ASAN_OPTIONS=%s\n' "$ASAN_OPTIONS" \
+				> "$t.d/sanitizer.conf"
+		done
+	fi
 
 	cat > "$D/inner.sh" <<-'EOF'
 	set -e
@@ -457,6 +462,75 @@ sd_live_units() {
 	exec /usr/bin/env -i container=greylistd-test SYSTEMD_UNIT_PATH=/gltest/units \
 		/lib/systemd/systemd --unit=gltest.target --log-target=journal
 	EOF
+}
+
+# sd_boot NAME UNITS-FN - boot systemd as PID 1 of new mount, PID, network,
+# UTS, IPC and cgroup namespaces, on an overlay of / whose writes go to
+# $WORK/NAME/upper. Before the boot UNITS-FN writes its units into
+# $D/upper/gltest/units (the binary is at /usr/sbin/greylistd, the user
+# greylistd has uid SD_UID, /etc/greylistd/whitelist is empty) and names in
+# SD_WANTS those to start. Sets D, SD_PID, SD_UPID and SD_CG (the cgroup made
+# for it); returns 1 with SD_WHY when systemd did not come up. sd_halt
+# undoes it either way.
+sd_boot() {
+	local cgmnt cgpath state= i
+	newdir "$1"
+	mkdir -p "$D/upper/gltest/units" "$D/upper/usr/sbin" "$D/upper/etc/greylistd" \
+		"$D/work" "$D/root"
+	: > "$D/console.log"
+	cp "$GREYLISTD" "$D/upper/usr/sbin/greylistd"
+	cp "$GREYLISTCTL" "$D/upper/usr/sbin/greylistctl"
+	echo '# no entries' > "$D/upper/etc/greylistd/whitelist"
+	cp /etc/passwd /etc/group "$D/upper/etc/"
+	SD_UID=$(awk -F: '{ u[$3] = 1 } END { for (i = 999; i > 100; i--) if (!(i in u)) { print i; exit } }' /etc/passwd /etc/group)
+	echo "greylistd:x:$SD_UID:$SD_UID::/var/lib/greylistd:/usr/sbin/nologin" >> "$D/upper/etc/passwd"
+	echo "greylistd:x:$SD_UID:" >> "$D/upper/etc/group"
+	SD_WANTS=
+	"$2"
+	sd_boot_files
+
+	SD_PID= SD_UPID=
+	cgmnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+	cgpath=$(sed -n 's/^0:://p' /proc/self/cgroup)
+	SD_CG=$cgmnt${cgpath%/}/greylistd-test-$$-$1
+	mkdir "$SD_CG" || { SD_WHY="cannot create a cgroup in $cgmnt$cgpath"; return 1; }
+	unshare --mount --pid --fork --net --uts --ipc --kill-child --propagation private \
+		bash -c 'echo 0 > "$1/cgroup.procs" && exec unshare --cgroup bash "$2/inner.sh" "$2"' \
+		sh "$SD_CG" "$D" > "$D/unshare.out" 2>&1 &
+	SD_UPID=$!
+	for i in $(seq 200); do
+		SD_PID=$(ps -o pid= --ppid $SD_UPID | tr -d ' ')
+		[ -n "$SD_PID" ] && [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = systemd ] && \
+			state=$(sd_in systemctl is-system-running 2>/dev/null) && \
+			case $state in running|degraded) break ;; esac
+		sleep 0.1
+	done
+	if [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" != systemd ] || [ "$state" != running ]; then
+		SD_WHY="state [$state]; $(tail -n 3 "$D/unshare.out" "$D/console.log" 2>/dev/null | tr '\n' ' ')"
+		return 1
+	fi
+}
+
+# sd_halt - end the systemd of sd_boot (its namespace's PID 1: all in it
+# die with it) and remove its cgroup; quiet, safe to call twice
+sd_halt() {
+	[ -n "${SD_PID:-}" ] && kill -KILL "$SD_PID" 2>/dev/null
+	[ -n "${SD_UPID:-}" ] && { kill "$SD_UPID" 2>/dev/null; wait "$SD_UPID" 2>/dev/null; }
+	SD_PID= SD_UPID=
+	[ -n "${SD_CG:-}" ] && find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	return 0
+}
+
+# sd_live_units - greylistd's units as they are, the same units with
+# MaxConnections=10 (glsmall), and the clients' script and requests
+sd_live_units() {
+	local u=$D/upper/gltest/units
+	cp "$SD_SOCKET" "$SD_SERVICE" "$u/"
+	# the same units with MaxConnections=10, to overrun it cheaply
+	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
+		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
+	cp "$SD_SERVICE" "$u/glsmall@.service"
+	SD_WANTS="greylistd.socket glsmall.socket"
 
 	# client.sh lat N | eof | hold N PORT - clients run in the container
 	cat > "$D/upper/gltest/client.sh" <<-'EOF'
@@ -492,51 +566,24 @@ sd_live_units() {
 }
 
 sd_live() {
-	local p cgmnt cgpath upid i state out lat
+	local why
 
 	if [ "${GREYLISTD_LIVE:-1}" = 0 ]; then
 		skip "systemd live: the units under a real systemd" \
 			"left out with GREYLISTD_LIVE=0 (it boots systemd as PID 1 in private namespaces and adds a cgroup below the test's own)"
 		return
 	fi
-	[ "$(id -u)" -eq 0 ] || { skip "systemd live" "needs root"; return; }
-	for p in unshare nsenter pivot_root socat flock; do
-		command -v $p >/dev/null || { skip "systemd live" "$p missing"; return; }
-	done
-	cgmnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-	cgpath=$(sed -n 's/^0:://p' /proc/self/cgroup)
-	[ -n "$cgmnt" ] && [ -n "$cgpath" ] || { skip "systemd live" "no cgroup2 hierarchy"; return; }
-	newdir systemd-live
-	mkdir -p "$D/upper" "$D/work" "$D/root"
-	: > "$D/console.log"
-	sd_live_units
-	SD_CG=$cgmnt${cgpath%/}/greylistd-test-$$
-	mkdir "$SD_CG" || { skip "systemd live" "cannot create a cgroup in $cgmnt$cgpath"; return; }
-
-	unshare --mount --pid --fork --net --uts --ipc --kill-child --propagation private \
-		bash -c 'echo 0 > "$1/cgroup.procs" && exec unshare --cgroup bash "$2/inner.sh" "$2"' \
-		sh "$SD_CG" "$D" > "$D/unshare.out" 2>&1 &
-	upid=$!
-	SD_PID=
-	for i in $(seq 200); do
-		SD_PID=$(ps -o pid= --ppid $upid | tr -d ' ')
-		[ -n "$SD_PID" ] && [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = systemd ] && \
-			state=$(sd_in systemctl is-system-running 2>/dev/null) && \
-			case $state in running|degraded) break ;; esac
-		sleep 0.1
-	done
-	if [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" != systemd ] || [ "$state" != running ]; then
-		fail "systemd live: systemd boots in the namespaces" \
-			"state [$state]; $(tail -n 3 "$D/unshare.out" "$D/console.log" 2>/dev/null | tr '\n' ' ')"
+	if why=$(sd_cannot_boot); then skip "systemd live" "$why"; return; fi
+	if ! sd_boot systemd-live sd_live_units; then
+		case $SD_WHY in
+		"cannot create a cgroup"*) skip "systemd live" "$SD_WHY"; return ;;
+		esac
+		fail "systemd live: systemd boots in the namespaces" "$SD_WHY"
 	else
 		pass "systemd live: systemd $(sd_in systemctl --version | awk 'NR == 1 { print $2 }') runs as PID 1 of the namespaces"
 		sd_live_checks
 	fi
-
-	[ -n "$SD_PID" ] && kill -KILL "$SD_PID" 2>/dev/null
-	kill "$upid" 2>/dev/null
-	wait "$upid" 2>/dev/null
-	find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	sd_halt
 	check "systemd live: its cgroup is removed again" test ! -e "$SD_CG"
 }
 
