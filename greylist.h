@@ -140,6 +140,8 @@ struct config {
 	long long awl;
 	long long privacy;
 	long long exim;
+	long long milter;
+	long long greylistd_protocol;
 	long long wait;
 	long long help;
 	long long version;

@@ -1,16 +1,32 @@
 /*
- * greylistd - per-connection greylisting policy helper for Postfix
+ * greylistd - per-connection greylisting helper for Postfix, Sendmail
+ * and Exim
  *
  * SYNOPSIS
- *	greylistd [--option=value ...]		serve one connection
+ *	greylistd [--option=value ...]		Postfix policy protocol
+ *	greylistd --milter [--option=value ...]	milter (Sendmail, Postfix)
+ *	greylistd --greylistd-protocol [...]	Debian greylistd's (Exim)
  *
  * DESIGN
  *	One process per connection. systemd (greylistd.socket, Accept=yes),
  *	Postfix spawn(8) or inetd starts greylistd with the connection on
  *	stdin/stdout (or as a passed socket, fd 3, with LISTEN_FDS=1). It
- *	reads Postfix SMTPD access policy requests until EOF, answers each
- *	one, and exits. There is no daemon and no thread. A pipe works as
- *	well as a socket: printf '...' | greylistd answers.
+ *	reads requests until EOF, answers each one, and exits. There is no
+ *	daemon and no thread. A pipe works as well as a socket: printf '...'
+ *	| greylistd answers. The connection speaks one of three protocols,
+ *	chosen by the command line. By default, Postfix's SMTPD access
+ *	policy protocol: name=value lines, an empty line ends a request, one
+ *	action line answers. Beyond it (test.sh counts these lines):
+ * PROTOCOL	--milter: the milter protocol, version 6, as Sendmail and
+ *		Postfix's smtpd speak it: a new triplet's RCPT is answered 451
+ *		(SMFIR_REPLYCODE), a passed message gets its X-Greylist header
+ *		at end of message (SMFIR_INSHEADER); every other stage is
+ *		switched off at option negotiation.
+ * PROTOCOL	--greylistd-protocol: Debian greylistd's one line, "[update]
+ *		--grey IP SENDER RCPT", answered "true" (defer) or "false",
+ *		for Exim's ${readsocket} ACLs written for that package.
+ *	All three feed the same request (struct request) to the same
+ *	judgement (judge()); only reading and answering differ.
  *
  *	Each RCPT request names a triplet: the client network (IPv4 /24,
  *	IPv6 /64 by default), the normalised sender and the recipient. A
@@ -37,14 +53,16 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 143-375	Reading requests: bounded lines, attributes
- *	  lines 376-452	The request: attributes to triplet, whitelist, store
- *	  lines 453-622	Answering: the reply, the decision log line
+ *	  lines 170-404	Reading requests: bounded lines, attributes
+ *	  lines 405-503	The request: attributes to triplet, whitelist, store
+ *	  lines 504-716	Answering: the reply, the decision log line
+ *	  lines 717-1084	The milter protocol: packets, macros, replies
+ *	  lines 1085-1191	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 623-881 (serving, the
- *	whitelist reload, maintenance, start-up), and config.c (the
+ *	Only the admin's files reach, here: lines 1192-1405 (serving,
+ *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
  *
@@ -59,6 +77,8 @@
  *	MAX_LINE	one "name=value" line, 8192 + 256 bytes
  *	MAX_ATTRS	attributes in one request, 128
  *	MAX_REQUEST	one request, 64 KiB
+ *	MILTER_MAX	one milter packet, 64 KiB less its length word
+ *	GP_MAX_WORDS	words in a Debian greylistd protocol line, 64
  *	Each limit is explained where it is defined.
  *
  * FAILURE RULES
@@ -68,11 +88,17 @@
  *	  without "=", attribute given twice, input ending or stalling inside
  *	  a request): one warning is logged, no reply is sent, the
  *	  connection is closed and greylistd exits 76 (violation()). Postfix
- *	  then applies its default_action.
+ *	  then applies its default_action. A milter packet of bad length, an
+ *	  unknown command, a string without its NUL or a packet cut short is
+ *	  a violation too; Sendmail and Postfix then apply the milter's
+ *	  failure mode (F=T tempfails, default accepts).
  *	- internal fault (database unreadable or damaged, lock not had
  *	  within --lock-timeout, disk full, out of memory): one warning is
  *	  logged, the request is answered "action=DUNNO" and serving goes on,
- *	  so mail keeps flowing while greylistd is unwell (fail_open()).
+ *	  so mail keeps flowing while greylistd is unwell (fail_open()). The
+ *	  milter answers CONTINUE, the greylistd protocol "false".
+ *	Debian greylistd's protocol has no way to say "violation": a line it
+ *	cannot parse is logged and answered "false", the connection closed.
  *	A bad configuration is neither: greylistd logs why and exits 64
  *	without a reply, on every connection, until it is fixed.
  *	Nothing but replies is ever written to stdout or stderr while
@@ -105,6 +131,7 @@
 
 #define _GNU_SOURCE
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -207,7 +234,8 @@ static enum read_status check_line(const char *p, size_t len)
 		return violation(why);
 	}
 	if (memchr(p, 0, len))
-		return violation("NUL byte in request");
+		return violation("NUL byte in request (a milter client needs"
+				 " --milter)");
 	if (memchr(p, '\r', len))
 		return violation("CR not followed by LF in request");
 	if (len > 0 && (p[0] == '=' || !memchr(p, '=', len)))
@@ -235,7 +263,8 @@ static int find_request_end(struct conn *c, enum read_status *st)
 		if (len == 0)
 			return 1;
 	}
-	if (c->end - c->scan > MAX_LINE + 1)
+	if (c->end - c->scan > MAX_LINE + 1
+	    || memchr(c->buf + c->scan, 0, c->end - c->scan))
 		*st = check_line(c->buf + c->scan, c->end - c->scan);
 	return 0;
 }
@@ -383,6 +412,28 @@ static struct lookup lookup = { .first = 1 };
 /* The whitelists, loaded at the first RCPT request. */
 static struct wl_set whitelists;
 
+/* Bad whitelist lines were found: the maintenance logs them, once per
+ * version of the files (the database keeps which version it logged). */
+static int whitelist_problems;
+
+/* wl_refresh - load the whitelists at the first RCPT request, and again
+ * when a file has changed (checked at most every WL_RECHECK seconds) */
+static void wl_refresh(void)
+{
+	static time_t checked;
+	static long long sig;
+	time_t now = time(NULL);
+
+	if (whitelists.loaded && now >= checked && now - checked < WL_RECHECK)
+		return;
+	checked = now;
+	if (whitelists.loaded && wl_signature(&cfg.whitelists) == sig)
+		return;
+	whitelist_problems = wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
+				     1) > 0;
+	sig = (long long)whitelists.sig;
+}
+
 /* bad_request - a request greylistd cannot judge: answer DUNNO */
 static void bad_request(struct outcome *o, const char *why)
 {
@@ -509,31 +560,44 @@ static void recipient_domain(char *dst, const char *rcpt)
 	dst[o] = 0;
 }
 
+/* reply_text - the --greylist-text of a deferral for "rcpt" after
+ * "seconds" (defer), or the --x-greylist-header of a first pass after
+ * "seconds" */
+static void reply_text(char *buf, size_t size, int defer, const char *rcpt,
+		       long long seconds)
+{
+	const char *vals[128] = { 0 };
+	char num[24], domain[MAX_DOMAIN + 1], date[64];
+
+	snprintf(num, sizeof(num), "%lld", seconds);
+	vals['s'] = vals['t'] = num;
+	if (defer) {
+		recipient_domain(domain, rcpt ? rcpt : "");
+		vals['r'] = domain;
+		expand(buf, size, cfg.greylist_text, vals);
+		return;
+	}
+	format_time(date, sizeof(date), TS_HEADER, time(NULL));
+	vals['v'] = VERSION;
+	vals['h'] = cfg.hostname;
+	vals['d'] = date;
+	expand(buf, size, cfg.header, vals);
+}
+
 /* format_reply - the "action=..." answer, ended by an empty line */
 static size_t format_reply(char *buf, size_t size, const struct request *r,
 			   const struct outcome *o, int prepend)
 {
-	const char *vals[128] = { 0 };
-	char text[MAX_TEXT + MAX_DOMAIN + 64], num[24], domain[MAX_DOMAIN + 1];
-	char date[64];
+	char text[MAX_TEXT + MAX_DOMAIN + 64];
 	int n;
 
-	snprintf(num, sizeof(num), "%lld", o->seconds);
 	if (verdicts[o->v].defer) {
-		recipient_domain(domain, r->attr[A_RECIPIENT]
-				 ? r->attr[A_RECIPIENT] : "");
-		vals['s'] = num;
-		vals['r'] = domain;
-		expand(text, sizeof(text), cfg.greylist_text, vals);
+		reply_text(text, sizeof(text), 1, r->attr[A_RECIPIENT],
+			   o->seconds);
 		n = snprintf(buf, size, "action=%s%s%s\n\n",
 			     cfg.greylist_action, *text ? " " : "", text);
 	} else if (prepend) {
-		format_time(date, sizeof(date), TS_HEADER, time(NULL));
-		vals['t'] = num;
-		vals['v'] = VERSION;
-		vals['h'] = cfg.hostname;
-		vals['d'] = date;
-		expand(text, sizeof(text), cfg.header, vals);
+		reply_text(text, sizeof(text), 0, NULL, o->seconds);
 		n = snprintf(buf, size, "action=PREPEND %s\n\n", text);
 	} else {
 		n = snprintf(buf, size, "action=DUNNO\n\n");
@@ -620,31 +684,514 @@ static void log_decision(const struct request *r, const struct outcome *o)
 	log_emit(verdicts[o->v].log_prio, l.text, iov, (int)l.nf);
 }
 
+/* judge - the verdict for one request, logged: whitelists checked for
+ * changes first (for RCPT), then policy(); both protocols come here */
+static void judge(const struct request *r, struct outcome *o)
+{
+	if (!r->attr[A_PROTOCOL_STATE]
+	    || strcmp(r->attr[A_PROTOCOL_STATE], "RCPT") == 0)
+		wl_refresh();
+	policy(r, o);
+	log_decision(r, o);
+}
+
+/* answer - decide, log and answer one policy request; -1 if the answer
+ * could not be sent */
+static int answer(struct conn *c, const struct request *r)
+{
+	char reply[MAX_REPLY];
+	const char *inst = r->attr[A_INSTANCE];
+	struct outcome o;
+	int prepend = 0;
+
+	judge(r, &o);
+	if (o.v == V_PASS_FIRST && *cfg.header) {
+		prepend = !inst || strcmp(inst, c->instance) != 0;
+		if (inst)
+			snprintf(c->instance, sizeof(c->instance), "%s", inst);
+	}
+	return write_all(c, reply, format_reply(reply, sizeof(reply), r, &o,
+						prepend));
+}
+
 /*
- * Serving: the loop, the whitelist reload, maintenance, start-up.
+ * The milter protocol (--milter).
  */
 
-/* Bad whitelist lines were found: the maintenance logs them, once per
- * version of the files (the database keeps which version it logged). */
-static int whitelist_problems;
+static void maintain(const struct conn *c);	/* Serving, below */
 
-/* wl_refresh - load the whitelists at the first RCPT request, and again
- * when a file has changed (checked at most every WL_RECHECK seconds) */
-static void wl_refresh(void)
+/* A milter packet: a 4-byte length, then a command byte and its data.
+ * libmilter refuses data over 64 KiB, and with the body and headers
+ * switched off (OPTNEG) neither MTA sends a packet near that; the bound
+ * is what the connection's buffer holds. */
+#define MILTER_MAX	(MAX_REQUEST - 4)
+
+/* The protocol as both MTAs speak it: version 6; of the actions, adding
+ * a header; of the stages, those greylisting needs (NOHELO, NOBODY,
+ * NOHDRS, NOEOH, NOUNKNOWN, NODATA switch the others off). */
+#define MILTER_VERSION		6
+#define MILTER_ACTIONS		0x01	/* SMFIF_ADDHDRS */
+#define MILTER_NO_STAGES	0x372
+
+/* The macros asked for, by stage: the verified name (Postfix's
+ * {client_name}, Sendmail's with {client_resolve}), and the queue id. */
+static const struct {
+	uint32_t stage;			/* SMFIM_CONNECT 0, ENVFROM 2, ENVRCPT 3 */
+	const char *names;
+} milter_macros[] = {
+	{ 0, "{client_name} {client_resolve}" },
+	{ 2, "{i}" },
+	{ 3, "{i}" },
+};
+
+/* What a milter connection knows: its client, and the message. */
+struct milter {
+	char addr[INET6_ADDRSTRLEN + 1];	/* CONNECT's, "" when local */
+	char name[LOG_VALUE_MAX + 1];		/* {client_name} */
+	char resolve[16];			/* {client_resolve} */
+	char queue_id[64];			/* {i} */
+	char sender[MAX_LINE + 1];		/* MAIL's, without <> */
+	char instance[24];			/* "milter-N": the message */
+	unsigned messages;
+	long long header;			/* a first pass's delay, or -1 */
+};
+
+/* be32 - four bytes, big-endian, as a number */
+static uint32_t be32(const char *p)
 {
-	static time_t checked;
-	static long long sig;
-	time_t now = time(NULL);
+	const unsigned char *u = (const unsigned char *)p;
 
-	if (whitelists.loaded && now >= checked && now - checked < WL_RECHECK)
-		return;
-	checked = now;
-	if (whitelists.loaded && wl_signature(&cfg.whitelists) == sig)
-		return;
-	whitelist_problems = wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
-				     1) > 0;
-	sig = (long long)whitelists.sig;
+	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16
+		| (uint32_t)u[2] << 8 | u[3];
 }
+
+/* put32 - a number as four bytes, big-endian */
+static void put32(char *p, uint32_t v)
+{
+	p[0] = (char)(v >> 24);
+	p[1] = (char)(v >> 16);
+	p[2] = (char)(v >> 8);
+	p[3] = (char)v;
+}
+
+/* read_packet - the next packet, before the idle deadline: *cmd, and
+ * its data in [*data, *data + *len) */
+static enum read_status read_packet(struct conn *c, char *cmd, char **data,
+				    size_t *len)
+{
+	struct timespec deadline = deadline_in(cfg.timeout);
+	enum read_status st;
+	uint32_t n = 0;
+
+	for (;;) {
+		if (c->end - c->start >= 4) {
+			n = be32(c->buf + c->start);
+			if (n < 1 || n > MILTER_MAX)
+				return violation("milter packet length out of"
+						 " range (1 to 65532)");
+			if (c->end - c->start >= 4 + (size_t)n)
+				break;
+		}
+		st = fill(c, &deadline);
+		if (st == RD_OK)
+			continue;
+		if (st == RD_EOF && c->end > c->start)
+			return violation("connection closed inside a milter"
+					 " packet");
+		if (st == RD_IDLE && c->end > c->start)
+			return violation("milter packet not completed before"
+					 " the timeout");
+		return st;
+	}
+	*cmd = c->buf[c->start + 4];
+	*data = c->buf + c->start + 5;
+	*len = n - 1;
+	c->start += 4 + (size_t)n;
+	c->scan = c->start;
+	return RD_OK;
+}
+
+/* send_packet - one reply packet */
+static int send_packet(const struct conn *c, char cmd, const char *data,
+		       size_t len)
+{
+	char buf[MAX_REPLY + 8];
+
+	if (len + 5 > sizeof(buf))
+		return -1;
+	put32(buf, (uint32_t)(len + 1));
+	buf[4] = cmd;
+	memcpy(buf + 5, data, len);
+	return write_all(c, buf, len + 5);
+}
+
+/* take - the NUL-terminated string at *p, moving *p past it; NULL when
+ * the data ends before its NUL */
+static const char *take(const char **p, const char *end)
+{
+	const char *s = *p, *nul = memchr(s, 0, (size_t)(end - s));
+
+	if (!nul)
+		return NULL;
+	*p = nul + 1;
+	return s;
+}
+
+/* unbracket - "<addr>" as addr, into dst (MAX_LINE + 1); -1 if too long */
+static int unbracket(char *dst, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n >= 2 && s[0] == '<' && s[n - 1] == '>') {
+		s++;
+		n -= 2;
+	}
+	if (n > MAX_LINE)
+		return -1;
+	memcpy(dst, s, n);
+	dst[n] = 0;
+	return 0;
+}
+
+/* milter_optneg - answer OPTNEG: version 6, the one action, the stages
+ * greylisting does not want (masked with the MTA's offer), the macros */
+static int milter_optneg(const struct conn *c, const char *p)
+{
+	char buf[256];
+	size_t o = 12, i, n;
+
+	put32(buf, MILTER_VERSION);
+	put32(buf + 4, MILTER_ACTIONS & be32(p + 4));
+	put32(buf + 8, MILTER_NO_STAGES & be32(p + 8));
+	for (i = 0; i < sizeof(milter_macros) / sizeof(milter_macros[0]); i++) {
+		n = strlen(milter_macros[i].names) + 1;
+		put32(buf + o, milter_macros[i].stage);
+		memcpy(buf + o + 4, milter_macros[i].names, n);
+		o += 4 + n;
+	}
+	return send_packet(c, 'O', buf, o);
+}
+
+/* milter_macro - keep the macros a decision uses */
+static enum read_status milter_macro(struct milter *m, const char *p,
+				     const char *end)
+{
+	static const struct { const char *name; size_t off, size; } keep[] = {
+		{ "client_name", offsetof(struct milter, name), LOG_VALUE_MAX + 1 },
+		{ "client_resolve", offsetof(struct milter, resolve), 16 },
+		{ "i", offsetof(struct milter, queue_id), 64 },
+	};
+	const char *name, *value;
+	size_t i, n;
+
+	for (p++; p < end; ) {		/* after the stage's command byte */
+		if (!(name = take(&p, end)) || !(value = take(&p, end)))
+			return violation("milter macro without its NUL");
+		n = strlen(name);
+		if (n >= 2 && name[0] == '{' && name[n - 1] == '}') {
+			name++;
+			n -= 2;
+		}
+		for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+			if (strlen(keep[i].name) == n
+			    && memcmp(keep[i].name, name, n) == 0)
+				snprintf((char *)m + keep[i].off, keep[i].size,
+					 "%s", value);
+	}
+	return RD_OK;
+}
+
+/* milter_connect - CONNECT: the client's address (none for a local
+ * submission: family 'L' or 'U'), a new connection's client */
+static enum read_status milter_connect(struct milter *m, const char *p,
+				       const char *end)
+{
+	const char *addr;
+	char family;
+
+	m->addr[0] = 0;
+	if (!take(&p, end) || p >= end)
+		return violation("milter CONNECT cut short");
+	family = *p++;
+	if (family != '4' && family != '6')
+		return RD_OK;
+	p += 2;				/* the port */
+	if (p > end || !(addr = take(&p, end)))
+		return violation("milter CONNECT without its address");
+	if (strncmp(addr, "IPv6:", 5) == 0)
+		addr += 5;
+	if (strlen(addr) >= sizeof(m->addr))
+		return violation("milter CONNECT address too long");
+	memcpy(m->addr, addr, strlen(addr) + 1);
+	return RD_OK;
+}
+
+/* milter_reset - ABORT, and the end of a message: the next is new */
+static void milter_reset(struct milter *m)
+{
+	m->sender[0] = m->queue_id[0] = 0;
+	m->header = -1;
+}
+
+/* verified - a name a whitelist may match: Postfix's {client_name} is
+ * verified or "unknown"; Sendmail's counts when {client_resolve} is OK */
+static int verified(const struct milter *m)
+{
+	return *m->name && *m->name != '[' && strcmp(m->name, "unknown") != 0
+		&& (!*m->resolve || strcmp(m->resolve, "OK") == 0);
+}
+
+/* milter_defer - REPLYCODE "4NN 4.N.N text": the configured code (451
+ * 4.7.1 for DEFER_IF_PERMIT and the other words), every "%" doubled (a
+ * single one makes Sendmail answer 550 5.7.1, a permanent failure) */
+static int milter_defer(const struct conn *c, const struct request *r,
+			const struct outcome *o)
+{
+	char text[MAX_TEXT + MAX_DOMAIN + 64], code[16], buf[MAX_REPLY];
+	const char *a = cfg.greylist_action, *t;
+	size_t n;
+
+	reply_text(text, sizeof(text), 1, r->attr[A_RECIPIENT], o->seconds);
+	snprintf(code, sizeof(code), "%s", isdigit((unsigned char)*a)
+		 ? a : "451");
+	n = (size_t)snprintf(buf, sizeof(buf), "%s%s ", code, strchr(code, ' ')
+			     ? "" : " 4.7.1");
+	for (t = text; *t && n + 3 < sizeof(buf); t++) {
+		if (*t == '%')
+			buf[n++] = '%';
+		buf[n++] = *t;
+	}
+	buf[n++] = 0;
+	return send_packet(c, 'y', buf, n);
+}
+
+/* milter_rcpt - RCPT: the same request, rules and decision as the
+ * policy protocol's (judge), answered 451 or CONTINUE */
+static enum read_status milter_rcpt(const struct conn *c, struct milter *m,
+				    const char *p, const char *end)
+{
+	static char rcpt[MAX_LINE + 1];
+	struct request r;
+	struct outcome o;
+	const char *s = take(&p, end);
+
+	if (!s || unbracket(rcpt, s) != 0)
+		return violation("milter RCPT without its address, or too long");
+	memset(&r, 0, sizeof(r));
+	r.attr[A_REQUEST] = "smtpd_access_policy";
+	r.attr[A_PROTOCOL_STATE] = "RCPT";
+	r.attr[A_CLIENT_ADDRESS] = *m->addr ? m->addr : NULL;
+	r.attr[A_CLIENT_NAME] = verified(m) ? m->name : "unknown";
+	r.attr[A_SENDER] = m->sender;
+	r.attr[A_RECIPIENT] = rcpt;
+	r.attr[A_INSTANCE] = m->instance;
+	r.attr[A_QUEUE_ID] = m->queue_id;
+	judge(&r, &o);
+	if (o.v == V_PASS_FIRST && m->header < 0)
+		m->header = o.seconds;	/* one header, at the end of data */
+	if (verdicts[o.v].defer)
+		return milter_defer(c, &r, &o) == 0 ? RD_OK : RD_IOERR;
+	return send_packet(c, 'c', NULL, 0) == 0 ? RD_OK : RD_IOERR;
+}
+
+/* milter_eob - the end of the message: the X-Greylist header above the
+ * MTA's own (INSHEADER at index 0) when it had a first pass, and go on */
+static enum read_status milter_eob(const struct conn *c, struct milter *m)
+{
+	char text[MAX_TEXT + 64], buf[MAX_REPLY];
+	char *colon;
+	size_t n;
+
+	if (m->header >= 0 && *cfg.header) {
+		reply_text(text, sizeof(text), 0, NULL, m->header);
+		colon = strchr(text, ':');
+		*colon = 0;
+		put32(buf, 0);
+		n = (size_t)snprintf(buf + 4, sizeof(buf) - 4, "%s%c%s", text, 0,
+				     colon + 1 + (colon[1] == ' '));
+		if (send_packet(c, 'i', buf, 4 + n + 1) != 0)
+			return RD_IOERR;
+	}
+	milter_reset(m);
+	return send_packet(c, 'c', NULL, 0) == 0 ? RD_OK : RD_IOERR;
+}
+
+/* milter_command - one packet: the table of the protocol's commands */
+static enum read_status milter_command(const struct conn *c, struct milter *m,
+				       char cmd, const char *p, size_t len)
+{
+	const char *end = p + len, *s;
+
+	switch (cmd) {
+	case 'O':			/* OPTNEG */
+		return len < 12 ? violation("milter OPTNEG shorter than 12"
+					     " bytes")
+			: milter_optneg(c, p) == 0 ? RD_OK : RD_IOERR;
+	case 'D':			/* MACRO: no reply */
+		return len < 1 ? violation("milter MACRO without its stage")
+			: milter_macro(m, p, end);
+	case 'C':			/* CONNECT */
+		if (milter_connect(m, p, end) != RD_OK)
+			return RD_VIOLATION;
+		break;
+	case 'M':			/* MAIL: a new message */
+		if (!(s = take(&p, end)) || unbracket(m->sender, s) != 0)
+			return violation("milter MAIL without its address, or"
+					 " too long");
+		m->header = -1;
+		snprintf(m->instance, sizeof(m->instance), "milter-%u",
+			 ++m->messages);
+		break;
+	case 'R':
+		return milter_rcpt(c, m, p, end);
+	case 'E':			/* EOB */
+		return milter_eob(c, m);
+	case 'A':			/* ABORT: no reply */
+		milter_reset(m);
+		return RD_OK;
+	case 'K':			/* QUIT_NC: a new connection follows */
+		memset(m, 0, sizeof(*m));
+		milter_reset(m);
+		return RD_OK;
+	case 'Q':			/* QUIT */
+		return RD_EOF;
+	case 'H': case 'T': case 'L': case 'N': case 'B': case 'U':
+		break;			/* HELO, DATA, HEADER, EOH, BODY, UNKNOWN */
+	default:
+		return violation("unknown milter command");
+	}
+	return send_packet(c, 'c', NULL, 0) == 0 ? RD_OK : RD_IOERR;
+}
+
+/* milter_serve - a milter connection's packets until QUIT or EOF */
+static enum read_status milter_serve(struct conn *c)
+{
+	static struct milter m;
+	enum read_status st;
+	char cmd, *data;
+	size_t len;
+
+	milter_reset(&m);
+	do {
+		st = read_packet(c, &cmd, &data, &len);
+		if (st == RD_OK)
+			st = milter_command(c, &m, cmd, data, len);
+		if (st == RD_OK)
+			maintain(c);
+	} while (st == RD_OK);
+	return st;
+}
+
+/*
+ * Debian greylistd's protocol (--greylistd-protocol).
+ */
+
+/* The words of a line, at most this many: the command and its options,
+ * the client, a sender, recipients (Exim's $recipients) */
+#define GP_MAX_WORDS	64
+
+/* gp_line - one line before the idle deadline, or the input up to EOF
+ * (Exim half-closes after sending it): NUL-terminated in place, CR and LF
+ * cut; NULL on a timeout, or a line longer than the buffer (said) */
+static char *gp_line(struct conn *c)
+{
+	struct timespec deadline = deadline_in(cfg.timeout);
+	enum read_status st = RD_OK;
+	char *nl;
+
+	while (!(nl = memchr(c->buf, '\n', c->end)) && st == RD_OK
+	       && c->end < sizeof(c->buf))
+		st = fill(c, &deadline);
+	if (!nl && (st != RD_EOF || c->end == sizeof(c->buf))) {
+		msg_warn("greylistd protocol: %s", st == RD_IDLE ? "no line"
+			 " before the timeout" : c->end == sizeof(c->buf)
+			 ? "a line longer than 64 KiB" : "the line could not be"
+			 " read");
+		return NULL;
+	}
+	if (!nl)
+		nl = c->buf + c->end;
+	*nl = 0;
+	if (nl > c->buf && nl[-1] == '\r')
+		nl[-1] = 0;
+	return c->buf;
+}
+
+/* gp_words - split a line at white space into w[], lower-cased as
+ * Debian's greylistd takes it; the count, or -1 with too many */
+static int gp_words(char *s, char **w)
+{
+	int n = 0;
+
+	for (s = strtok(s, " \t"); s; s = strtok(NULL, " \t")) {
+		if (n == GP_MAX_WORDS)
+			return -1;
+		lower(s, s);
+		w[n++] = s;
+	}
+	return n;
+}
+
+/* gp_decide - "--grey IP SENDER RCPT" (acl_check_rcpt), or "--grey IP
+ * RCPT[, RCPT...]" (acl_check_data, for the null sender): deferred? Each
+ * recipient is judged as a policy request; any deferral defers. */
+static int gp_decide(char **w, int n)
+{
+	struct request r;
+	struct outcome o;
+	int i, first = 1, defer = 0;
+
+	memset(&r, 0, sizeof(r));
+	r.attr[A_REQUEST] = "smtpd_access_policy";
+	r.attr[A_PROTOCOL_STATE] = "RCPT";
+	r.attr[A_CLIENT_ADDRESS] = w[0];
+	r.attr[A_SENDER] = "";
+	if (n == 3 && !strchr(w[1], ',')) {	/* else the null sender's */
+		r.attr[A_SENDER] = w[1];
+		first = 2;
+	}
+	for (i = first; i < n; i++) {
+		w[i][strcspn(w[i], ",")] = 0;
+		if (!*w[i])
+			continue;
+		r.attr[A_RECIPIENT] = w[i];
+		judge(&r, &o);
+		defer |= verdicts[o.v].defer;
+	}
+	return defer;
+}
+
+/* gp_serve - one line, one word: "true" (deferred) or "false", as
+ * Debian's greylistd answers --grey. --black is "false": greylistd
+ * keeps no blacklist. Anything else is refused with "false", the
+ * protocol's "do not defer", and a warning. */
+static enum read_status gp_serve(struct conn *c)
+{
+	char *line = gp_line(c), *w[GP_MAX_WORDS], value[LOG_VALUE_MAX + 8];
+	int n = line ? gp_words(line, w) : -1, defer = 0, i = 0;
+
+	if (n > 0 && strcmp(w[0], "update") == 0)
+		i = 1;			/* the command --grey implies */
+	if (n - i >= 3 && strcmp(w[i], "--grey") == 0) {
+		char *slash = strchr(w[i + 1], '/');
+
+		if (slash)		/* Exim's ${mask:...}: taken as it is */
+			*slash = 0;
+		defer = gp_decide(w + i + 1, n - i - 1);
+	} else if (n - i >= 3 && strcmp(w[i], "--black") == 0) {
+		defer = 0;
+	} else if (line) {
+		msg_warn("greylistd protocol: not \"--grey IP SENDER RCPT\":"
+			 " %s; answered false", log_value(value, sizeof(value),
+			 n > 0 ? w[0] : "(an empty line)"));
+	}
+	return write_all(c, defer ? "true" : "false", defer ? 4 : 5) == 0
+		? RD_EOF : RD_IOERR;
+}
+
+/*
+ * Serving: the loop, maintenance, start-up.
+ */
 
 /* The serving process's own arguments, passed on to greylistctl. */
 static char **server_argv;
@@ -742,59 +1289,36 @@ static int check_socket(int in, int out)
 	return in == out || (sock && fstat(out, &b) == 0 && is_same(&a, &b));
 }
 
-/* answer - decide, log and answer one request; -1 if the answer could
- * not be sent */
-static int answer(struct conn *c, const struct request *r)
+/* policy_serve - Postfix policy requests until EOF (with --exim, one) */
+static enum read_status policy_serve(struct conn *c)
 {
-	char reply[MAX_REPLY];
-	const char *inst = r->attr[A_INSTANCE];
-	struct outcome o;
-	int prepend = 0;
+	enum read_status st;
+	struct request r;
 
-	if (!r->attr[A_PROTOCOL_STATE]
-	    || strcmp(r->attr[A_PROTOCOL_STATE], "RCPT") == 0)
-		wl_refresh();
-	policy(r, &o);
-	if (o.v == V_PASS_FIRST && *cfg.header) {
-		prepend = !inst || strcmp(inst, c->instance) != 0;
-		if (inst)
-			snprintf(c->instance, sizeof(c->instance), "%s", inst);
+	while ((st = read_request(c, &r)) == RD_OK) {
+		if (answer(c, &r) != 0)
+			return RD_IOERR;
+		maintain(c);
+		if (cfg.exim)
+			return RD_EOF;
 	}
-	log_decision(r, &o);
-	return write_all(c, reply, format_reply(reply, sizeof(reply), r, &o,
-						prepend));
+	return st;
 }
 
-/* serve - answer requests until EOF; returns the exit code */
+/* serve - one connection, in its protocol; the exit code */
 static int serve(int in, int out)
 {
 	static struct conn c;
-	struct request r;
+	enum read_status st;
 
 	c.in = in;
 	c.out = out;
 	c.sock = check_socket(in, out);
-	for (;;) {
-		switch (read_request(&c, &r)) {
-		case RD_OK:
-			break;
-		case RD_EOF:
-			return 0;
-		case RD_IDLE:
-			msg_info("idle for %llds; closing the connection",
-				 cfg.timeout);
-			return 0;
-		case RD_VIOLATION:
-			return 76;
-		case RD_IOERR:
-			return 74;
-		}
-		if (answer(&c, &r) != 0)
-			return 74;
-		maintain(&c);
-		if (cfg.exim)
-			return 0;
-	}
+	st = cfg.milter ? milter_serve(&c) : cfg.greylistd_protocol
+		? gp_serve(&c) : policy_serve(&c);
+	if (st == RD_IDLE)
+		msg_info("idle for %llds; closing the connection", cfg.timeout);
+	return st == RD_VIOLATION ? 76 : st == RD_IOERR ? 74 : 0;
 }
 
 /* connection - the client socket: fd 3 when systemd passed it

@@ -22,8 +22,8 @@ t_config() {
 	out=$(req client_address=198.51.100.7 | "$GREYLISTD" --config="$D/conf" | actions)
 	expect "a list of files on several lines; a missing *.local one is skipped, as postgrey does" "DUNNO" "$out"
 	check "and is not reported" bash -c "! grep -q 'wl.clients.local' '$D/log'"
-	out=$(req | "$GREYLISTD" --config="$D/conf" --delay=2m --greylist-text='again in %s' | actions)
-	expect "the command line wins over the file (the pending triplet now waits 2 minutes)" "DEFER_IF_PERMIT again in 120" "$out"
+	out=$(req sender=other@example.org | "$GREYLISTD" --config="$D/conf" --delay=2m --greylist-text='again in %s' | actions)
+	expect "the command line wins over the file (a new triplet waits 2 minutes)" "DEFER_IF_PERMIT again in 120" "$out"
 	out=$(req client_address=198.51.100.7 | "$GREYLISTD" --config="$D/conf" --whitelist-clients=/dev/null | actions | cut -c1-15)
 	expect "a list of files on the command line replaces the file's" "DEFER_IF_PERMIT" "$out"
 	expect "greylistctl sees the same database and threshold" "$D/db 0" \
