@@ -675,6 +675,9 @@ void config_check(void)
 			     " --delay (%llds)", cfg.max_age, cfg.delay);
 	if (!*cfg.db_path)
 		config_error("--db: empty path");
+	if (cfg.milter + cfg.greylistd_protocol + cfg.exim > 1)
+		config_error("--milter, --greylistd-protocol and --exim are"
+			     " three protocols: choose one");
 	if (!cfg.hostname && strstr(cfg.header, "%h")) {
 		if (gethostname(host, sizeof(host) - 1) != 0
 		    || !is_host_name(host))

@@ -95,6 +95,7 @@ t_options2() {
 	out=$(req | at +5h "$GREYLISTD" --db="$D/db" --log-file="$D/log" --retry-window=6H | actions | cut -c1-7)
 	expect "--retry-window=6H (postgrey's spelling) accepts a retry after 5 hours" "PREPEND" "$out"
 	bad_word "--hostname with a trailing dot" "--hostname=mx-1.example.org." "not a host name"
+	bad_word "two protocols at once" "--milter --exim" "three protocols: choose one"
 }
 
 t_crlf() {
