@@ -294,6 +294,7 @@ struct outcome {
 void decide(const long long *t, const long long *c, long long now,
 	    struct outcome *o);
 void fail_open(struct outcome *o, const char *why);
+long long record_end(datum key, datum value);
 int expired(datum key, datum value, long long now);
 long long touch_interval(void);
 
