@@ -36,9 +36,10 @@ endif
 LDHARDEN = -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
 # libgdbm: the database. greylistctl also links libsystemd, to read the
 # journal for its report. Both load libsystemd, libnettle (the HMAC of
-# --privacy) and libpcre2-8 (postgrey's whitelists are Perl regular
-# expressions) with dlopen, only when needed (see log.c); their -dev
-# packages are build dependencies for the headers.
+# --privacy), libpcre2-8 (postgrey's whitelists are Perl regular
+# expressions) and libhiredis (the Redis store) with dlopen, only when
+# needed (see log.c); their -dev packages are build dependencies for the
+# headers.
 LDLIBS   = -lgdbm
 CTL_LIBS = -lsystemd
 PATHS    = -DSYSCONFDIR='"$(SYSCONFDIR)"' -DLOCALSTATEDIR='"$(LOCALSTATEDIR)"'
@@ -55,7 +56,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 
 # Debian packages: to build, to test, to run under `make run`.
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
-	     nettle-dev
+	     nettle-dev libhiredis-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
@@ -67,7 +68,7 @@ BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
 all: greylistd greylistctl
 
 # The modules both programs share (greylist.h lists them).
-SHARED = config.o log.o triplet.o rule.o whitelist.o db.o
+SHARED = config.o log.o triplet.o rule.o whitelist.o db.o redis.o
 
 greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \

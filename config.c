@@ -103,6 +103,16 @@ static const struct option_spec options[] = {
 	  "speak the milter protocol (Sendmail, Postfix's smtpd_milters)" },
 	{ "greylistd-protocol", OPT_FLAG, 0, 1, 0, &cfg.greylistd_protocol,
 	  "speak Debian greylistd's one-line protocol (--grey IP SENDER RCPT)" },
+	{ "redis", OPT_STRING, 0, 0, 0, &cfg.redis,
+	  "Redis store instead of the file: /socket/path or IP:PORT" },
+	{ "redis-password-file", OPT_STRING, 0, 0, 0, &cfg.redis_password_file,
+	  "file whose first line is the Redis password" },
+	{ "redis-sentinel", OPT_STRING, 0, 0, 0, &cfg.redis_sentinel,
+	  "Sentinels to ask for the Redis primary: IP:PORT[,IP:PORT...]" },
+	{ "redis-master", OPT_STRING, 0, 0, 0, &cfg.redis_master,
+	  "the primary's name at the Sentinels" },
+	{ "redis-wait", OPT_NUMBER, 0, 16, 0, &cfg.redis_wait,
+	  "replicas that must have each write before the answer (0)" },
 	{ "log-file", OPT_STRING, 0, 0, 0, &cfg.log_file,
 	  "append log lines to this file instead of syslog" },
 	{ "wait", OPT_DURATION, 1, 3600, 1, &cfg.wait,
@@ -688,6 +698,7 @@ void config_check(void)
 			     " digits and \"-\" in labels joined by dots)",
 			     cfg.hostname);
 	}
+	redis_check();
 	if (cfg.privacy && !lib_symbol(LIB_NETTLE, 2))
 		config_error("--privacy needs libnettle.so.8 (Debian package"
 			     " libnettle8) for its HMAC");
