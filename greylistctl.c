@@ -862,7 +862,7 @@ static int in_slices(size_t n, int (*op)(struct db *, size_t, void *),
 				say("%s", db.why);
 			return -1;
 		}
-		if (i < n)
+		if (i < n && !db.redis)	/* Redis has no lock to yield */
 			pause_ms(SLICE_PAUSE_MS);
 	}
 	return 0;
