@@ -24,6 +24,11 @@
 # --delay of 300 s, with no waiting and no race with the machine's load.
 # greylistd reads its configuration file (the instance's greylistd.conf) at
 # every connection too, which is how a check changes --greylist-text.
+# While the instance's file "record" exists, the wrapper also keeps what
+# the MTA sends (tee, so greylistd reads a pipe and writes the socket):
+# the packet streams of a passing and of a two-recipient session from each
+# MTA, compared with tests/milter-captures/greylistd-*.bin command by
+# command (MILTER_CAPTURE_SAVE=1 saves them there instead: fuzz seeds).
 #
 # The checks read what the MTA answered (swaks's transcript), what it
 # delivered (smtp-sink's files) or queued (Sendmail's qf files), and what
@@ -54,17 +59,21 @@ mt_cannot_run() {
 # smtpd, user postfix, can connect. Sets MT_PID (the activator's).
 mt_start() {
 	local dir=$1 listen=$2 form=${3:-}
-	mkdir -p "$dir" && chmod 755 "$dir"
+	mkdir -p "$dir/cap" && chmod 755 "$dir"
 	[ -e "$dir/clock" ] || echo +0s > "$dir/clock"
 	[ -e "$dir/greylistd.conf" ] || : > "$dir/greylistd.conf"
 	# systemd-socket-activate passes no environment: absolute paths only
 	cat > "$dir/mt-greylistd.sh" <<-EOF
 	#!/bin/sh
 	read -r off < "$dir/clock"
-	exec /usr/bin/env LD_PRELOAD=$MT_FAKETIME FAKETIME="\$off" \\
-		FAKETIME_DONT_FAKE_MONOTONIC=1 "$GREYLISTD" --milter \\
-		--config="$dir/greylistd.conf" --db="$dir/greylistd.db" \\
-		--log-file="$dir/greylistd.log"
+	gl() {
+		exec /usr/bin/env LD_PRELOAD=$MT_FAKETIME FAKETIME="\$off" \\
+			FAKETIME_DONT_FAKE_MONOTONIC=1 "$GREYLISTD" --milter \\
+			--config="$dir/greylistd.conf" --db="$dir/greylistd.db" \\
+			--log-file="$dir/greylistd.log"
+	}
+	[ -e "$dir/record" ] || gl
+	/usr/bin/tee "$dir/cap/conn-\$(/bin/date +%s%N).bin" | gl
 	EOF
 	chmod 755 "$dir/mt-greylistd.sh"
 	: > "$dir/activate.err"
@@ -81,6 +90,9 @@ mt_start() {
 
 # mt_clock DIR OFFSET - the clock greylistd's next connections see
 mt_clock() { echo "$2" > "$1/clock"; }
+
+# mt_record DIR on|off - keep what the MTA sends on the next connections
+mt_record() { if [ "$2" = on ]; then : > "$1/record"; else rm -f "$1/record"; fi; }
 
 # mt_children DIR - the greylistd processes that did not exit 0, as
 # systemd-socket-activate saw them ("Child N died with code C")
@@ -192,7 +204,9 @@ pfm_unix() {
 	pfm_expect "Postfix, milter: postmaster@ from an unknown client passes" pm "250 2.1.5 Ok"
 
 	mt_clock "$PFM_DIR" +400s
+	mt_record "$PFM_DIR" on
 	pfm_send pass 198.51.100.20 "$MT_RCPT" "$PFM_MAIN"
+	mt_record "$PFM_DIR" off
 	pfm_expect "Postfix, milter: the retry after the delay (+400 s) is accepted" pass "250 2.1.5 Ok"
 	pfm_delivered "Postfix, milter: the passed message" pass 1
 	pfm_send next 198.51.100.20 "$MT_RCPT" "$PFM_MAIN"
@@ -203,7 +217,9 @@ pfm_unix() {
 
 	# one known recipient, one new: the second RCPT carries the queue ID
 	# (Postfix opens the queue file at the first accepted recipient)
+	mt_record "$PFM_DIR" on
 	pfm_send two 198.51.100.20 "$MT_RCPT,dave@dest.test" "$PFM_MAIN"
+	mt_record "$PFM_DIR" off
 	r=$(mt_replies "$PF_DIR/two.smtp" | paste -sd '|')
 	expect "Postfix, milter: two recipients, one new: only the new one gets 451" \
 		"$MT_RCPT 250 2.1.5 Ok|dave@dest.test 451 4.7.1 $MT_TEXT 300 seconds" "$r"
@@ -288,7 +304,124 @@ t_milter_postfix() {
 	pf_stop
 	stop "$MT_PID" "$ipid"
 	pfm_unix_log
+	mc_check "what Postfix sends greylistd --milter" greylistd-postfix "$PFM_DIR/cap"
 	expect "milter, Postfix: no process left (Postfix, smtp-sink, greylistd)" "" "$(pf_processes)"
+}
+
+# --- Sendmail's milter client ------------------------------------------------
+
+# smm_expect NAME TAG WANT-GLOB [OR-GLOB] - SM_REPLY matches a glob
+smm_expect() {
+	# shellcheck disable=SC2254 # $3 and $4 are globs
+	case $SM_REPLY in
+	$3|${4:-$3}) pass "$1 ($SM_REPLY)" ;;
+	*) fail "$1" "want [$3] got [$SM_REPLY]: $(grep -m 3 '^<[-*~]* *[45]' "$SM_DIR/$2.smtp" | tr '\n' ' ')" ;;
+	esac
+}
+
+# smm_queued NAME TAG HEADERS - the message TAG was queued (SM_QUEUED)
+# with HEADERS X-Greylist headers in its qf file (0 or 1); with one, it
+# says "delayed N seconds" (400 to 410) and comes just before Sendmail's
+# own Received: (index 0)
+smm_queued() {
+	local name=$1 tag=$2 want=$3 f n next
+	f=$(sm_queue_file "$SM_QUEUED")
+	if [ -z "$SM_QUEUED" ] || [ -z "$f" ]; then
+		fail "$name: queued" "no queue id or qf file: $(tail -n 3 "$SM_DIR/$tag.smtp" | tr '\n' ' ')"
+		return
+	fi
+	# header lines in a qf file: "H??Name: value", ?? holding flags
+	sed -n 's/^H\(?[^?]*?\)\{0,1\}//p' "$f" > "$SM_DIR/$tag.headers"
+	expect "$name: queued as $SM_QUEUED, with $want X-Greylist header(s) in qf$SM_QUEUED" "$want" \
+		"$(grep -ac '^X-Greylist:' "$SM_DIR/$tag.headers")"
+	[ "$want" = 1 ] || return 0
+	n=$(sed -n 's/^X-Greylist: delayed \([0-9]*\) seconds by greylistd-[0-9.]* at [^;]*; .* [0-9][0-9][0-9][0-9] .*/\1/p' "$SM_DIR/$tag.headers")
+	check "$name: X-Greylist: delayed ${n:-?} seconds by greylistd-... (400 to 410)" \
+		test "${n:-0}" -ge 400 -a "${n:-0}" -le 410
+	next=$(grep -a -A 1 '^X-Greylist:' "$SM_DIR/$tag.headers" | sed -n '2s/^\([A-Za-z-]*\):.*/\1/p')
+	expect "$name: just above Sendmail's own Received:" Received "$next"
+}
+
+# smm_checks - greylisting through Sendmail (F=T), then greylistd gone
+smm_checks() {
+	local qid
+	sm_send new 127.0.0.7 "$MT_RCPT"
+	smm_expect "Sendmail, milter: a new triplet gets 451 4.7.1 at RCPT" new "451 4.7.1 $MT_TEXT 300 seconds"
+	mt_clock "$SMM_GL" +100s
+	sm_send early 127.0.0.7 "$MT_RCPT" --quit-after RCPT
+	smm_expect "Sendmail, milter: an early retry (+100 s) gets 451 with the time left" early \
+		"451 4.7.1 $MT_TEXT 19[0-9] seconds" "451 4.7.1 $MT_TEXT 200 seconds"
+	mt_clock "$SMM_GL" +400s
+	mt_record "$SMM_GL" on
+	sm_send pass 127.0.0.7 "$MT_RCPT"
+	mt_record "$SMM_GL" off
+	smm_expect "Sendmail, milter: the retry after the delay (+400 s) is accepted" pass "250 2.1.5 <$MT_RCPT>... Recipient ok"
+	smm_queued "Sendmail, milter: the passed message" pass 1
+	qid=$SM_QUEUED
+	expect "greylistd log: the first pass's line starts with Sendmail's queue ID ($qid)" "${qid:-none}" \
+		"$(mt_log_qid "$SMM_GL" 'action=pass, reason=triplet found, delay=')"
+	mt_record "$SMM_GL" on
+	sm_send two 127.0.0.7 "$MT_RCPT,dave@dest.test"
+	mt_record "$SMM_GL" off
+	expect "Sendmail, milter: two recipients, one new: only the new one gets 451" \
+		"$MT_RCPT 250 2.1.5 <$MT_RCPT>... Recipient ok|dave@dest.test 451 4.7.1 $MT_TEXT 300 seconds" \
+		"$(mt_replies "$SM_DIR/two.smtp" | paste -sd '|')"
+	smm_queued "Sendmail, milter: and the message for the known one" two 0
+	sm_send neighbour 127.0.0.8 "$MT_RCPT"
+	smm_expect "Sendmail, milter: another address in the same /24 passes" neighbour "250 2.1.5 <$MT_RCPT>... Recipient ok"
+	smm_queued "Sendmail, milter: the neighbour's message" neighbour 0
+	sm_send other 127.0.1.7 "$MT_RCPT" --quit-after RCPT
+	smm_expect "Sendmail, milter: an address in the next /24 is a new triplet" other "451 4.7.1 $MT_TEXT 300 seconds"
+
+	echo 'greylist-text = Greylisted (100%% sure), please try again in %s seconds' \
+		> "$SMM_GL/greylistd.conf"
+	sm_send percent 127.0.2.7 "$MT_RCPT" --quit-after RCPT
+	smm_expect "Sendmail, milter: a % in --greylist-text reaches the client as one %, with 451 (not 550)" percent \
+		"451 4.7.1 Greylisted (100% sure), please try again in 300 seconds"
+
+	stop "$MT_PID"
+	sm_send gone-t 127.0.0.7 "$MT_RCPT"
+	smm_expect "Sendmail, milter F=T, greylistd gone: 451 4.3.2 at MAIL" gone-t "451 4.3.2 Please try again later"
+	expect "every greylistd --milter process exited 0" "" "$(mt_children "$SMM_GL")"
+	expect "greylistd log (Sendmail): no warning or error" "" \
+		"$(grep -E 'greylistd\[[0-9]+\]: (warning|error):' "$SMM_GL/greylistd.log" | head -n 3)"
+	expect_grep "greylistd log (Sendmail): the deferral, with Sendmail's queue ID" \
+		'^[^ ]* greylistd\[[0-9]+\]: [0-9A-Za-z]+: action=greylist, reason=new, client_name=unknown, client_address=127\.0\.0\.7, sender=alice@sender\.test, recipient=bob@dest\.test$' "$SMM_GL/greylistd.log"
+}
+
+t_milter_sendmail() {
+	local why
+	if why=$(sm_cannot_run); then skip "milter: Sendmail" "$why"; return; fi
+	if ! SM_ROOT=$(deb_root sendmail sendmail-bin sendmail-base sendmail-cf); then
+		skip "milter: Sendmail" "no Sendmail from Debian's archive: $SM_ROOT"; return
+	fi
+	SMM_GL=$WORK/sendmail-milter-gl MT_PID=''
+	if ! mt_start "$SMM_GL" "$SMM_GL/milter.sock" inetd; then
+		fail "milter: greylistd --milter listens on $SMM_GL/milter.sock" "$(head -c 300 "$SMM_GL/activate.err")"
+		stop "$MT_PID"; return
+	fi
+	if ! sm_setup "$WORK/sendmail-milter" T "$SMM_GL/milter.sock"; then
+		fail "milter: Sendmail's configuration" "$SM_WHY"
+	elif ! sm_start; then
+		fail "milter: Sendmail runs" "$SM_WHY"
+	else
+		smm_checks
+	fi
+	sm_stop
+	stop "$MT_PID"
+	mc_check "what Sendmail sends greylistd --milter" greylistd-sendmail "$SMM_GL/cap"
+
+	# without F=, a milter that cannot be reached is skipped
+	if sm_setup "$WORK/sendmail-milter-nof" "" "$SMM_GL/milter.sock" && sm_start; then
+		sm_send gone 127.0.0.7 "$MT_RCPT"
+		smm_expect "Sendmail, milter without F=, greylistd gone: mail is accepted" gone "250 2.1.5 <$MT_RCPT>... Recipient ok"
+		smm_queued "Sendmail, milter without F=, greylistd gone: the message" gone 0
+	else
+		fail "milter: Sendmail without F= runs" "$SM_WHY"
+	fi
+	sm_stop
+	expect "milter, Sendmail: no process left (Sendmail, its namespace, greylistd)" "" \
+		"$(pgrep -f -- "$WORK/sendmail-milter" | paste -sd ' ')"
 }
 
 t_milter() {
@@ -300,5 +433,6 @@ t_milter() {
 	# shellcheck disable=SC2064 # the old command is wanted as it is now
 	trap "sm_stop; [ -z \"\${PF_DIR:-}\" ] || pf_stop; ${old_trap[2]:-}" EXIT
 	t_milter_postfix
+	t_milter_sendmail
 	if [ ${#old_trap[@]} -ge 3 ]; then trap -- "${old_trap[2]}" EXIT; else trap - EXIT; fi
 }
