@@ -114,6 +114,72 @@ mt_log_qid() {
 	sed -n "s/^[^ ]* greylistd\[[0-9]*\]: \([0-9A-Za-z]*\): \(.*$2.*\)/\1/p" "$1/greylistd.log" | head -n 1
 }
 
+# mt_packets ADDR SENDER RCPT [EXTRA] - on stdout, the packets of a short
+# milter session as an MTA sends them: OPTNEG (version 6, every action and
+# stage offered), CONNECT from ADDR (IPv4), MAIL, RCPT, and QUIT; EXTRA
+# (a Perl expression of packets, p(CMD, DATA...)) comes before QUIT
+mt_packets() {
+	perl -e 'sub p { print pack("N/a*", join("", @_)) }
+		my ($addr, $from, $rcpt, $extra) = @ARGV;
+		p("O", pack("NNN", 6, 0x1ff, 0x1fffff));
+		p("D", "C", "{client_name}\0", "mx.example.org\0", "{client_resolve}\0", "OK\0");
+		p("C", "mx.example.org\0", "4", pack("n", 25), "$addr\0");
+		p("M", "<$from>\0");
+		p("R", "<$rcpt>\0");
+		eval $extra if defined $extra;
+		p("Q");' "$@"
+}
+
+# mt_answers FILE - the commands of greylistd's answers in FILE, as one
+# word ("Occy": OPTNEG, continue, continue, reply code)
+mt_answers() { mc_commands "$1"; }
+
+# mt_violation NAME WHY PERL-PACKETS - greylistd --milter, reading the
+# packets PERL-PACKETS (p(CMD, DATA...) calls) after a good OPTNEG, exits
+# 76 with one warning naming WHY, and answers only the OPTNEG
+mt_violation() {
+	local name=$1 why=$2 rc
+	newdir "milter-viol"
+	perl -e 'sub p { print pack("N/a*", join("", @_)) }
+		p("O", pack("NNN", 6, 0x1ff, 0x1fffff)); eval $ARGV[0]; die $@ if $@' "$3" > "$D/in"
+	"$GREYLISTD" --milter --db="$D/db" --log-file="$D/log" < "$D/in" > "$D/out"; rc=$?
+	expect "milter protocol, $name: exit 76, only OPTNEG answered, one warning" \
+		"76 O 1" "$rc $(mt_answers "$D/out") $(grep -c 'warning: protocol violation' "$D/log")"
+	expect_grep "milter protocol, $name: the warning says why" "warning: protocol violation: $why; closing the connection" "$D/log"
+}
+
+# mt_protocol - greylistd --milter on a pipe: a session, and violations
+mt_protocol() {
+	local out
+	newdir milter-proto
+	mt_packets 192.0.2.10 alice@example.org bob@example.net \
+		'p("E"); p("A"); p("M", "<alice\@example.org>\0"); p("R", "<postmaster\@example.net>\0")' > "$D/in"
+	"$GREYLISTD" --milter --db="$D/db" --log-file="$D/log" < "$D/in" > "$D/out"
+	expect "milter protocol: OPTNEG, CONNECT c, MAIL c, new RCPT y, EOB c, then MAIL c and a whitelisted RCPT c; exit 0" \
+		"0 Occyccc" "$? $(mt_answers "$D/out")"
+	out=$(mc_dump "$D/out" | sed -n '1s/^ *\([0-9]*\) O .*/\1/p;4p')
+	expect "milter protocol: OPTNEG answer (64 bytes: version, actions, stages, 3 macro lists) and the reply code" \
+		"64|   55 y 451 4.7.1 Greylisted, please try again in 300 seconds|" "$(echo "$out" | paste -sd '|')"
+	out=$(od -An -tx1 -j 5 -N 12 "$D/out" | tr -d ' \n')
+	expect "milter protocol: version 6, SMFIF_ADDHDRS, stages 0x372 switched off" 000000060000000100000372 "$out"
+	expect_grep "milter protocol: the decision is logged with the verified {client_name}" \
+		'action=greylist, reason=new, client_name=mx\.example\.org, client_address=192\.0\.2\.10, sender=alice@example\.org, recipient=bob@example\.net$' "$D/log"
+	for out in "--greylist-action=450|450 4.7.1 Greylisted, please try again in 300 seconds" \
+		"--greylist-action=421 4.3.2|421 4.3.2 Greylisted, please try again in 300 seconds" \
+		"--greylist-text=4.2.0 wait %s s|451 4.2.0 wait 300 s"; do
+		newdir milter-code
+		mt_packets 192.0.2.10 alice@example.org bob@example.net |
+			"$GREYLISTD" --milter --db="$D/db" --log-file="$D/log" "${out%%|*}" > "$D/out"
+		expect "milter protocol: $out (the reply code's enhanced status is added once)" "${out#*|}" \
+			"$(mc_dump "$D/out" | sed -n '4s/^ *[0-9]* y \(.*\)|$/\1/p')"
+	done
+	mt_violation "a packet length of 0" "milter packet length out of range \\(1 to 65532\\)" 'print pack("N", 0)'
+	mt_violation "a packet length over 64 KiB" "milter packet length out of range \\(1 to 65532\\)" 'print pack("N", 70000), "M"'
+	mt_violation "an unknown command" "unknown milter command" 'p("Z")'
+	mt_violation "a string without its NUL" "milter MAIL without its address, or too long" 'p("M", "<a\@b>")'
+	mt_violation "a packet cut short" "connection closed inside a milter packet" 'print pack("N", 20), "M<a"'
+}
+
 # --- Postfix's milter client ---------------------------------------------------
 
 # pfm_setup - the postfix group's private instance, its recipient
@@ -432,6 +498,7 @@ t_milter() {
 	eval "old_trap=($(trap -p EXIT))"
 	# shellcheck disable=SC2064 # the old command is wanted as it is now
 	trap "sm_stop; [ -z \"\${PF_DIR:-}\" ] || pf_stop; ${old_trap[2]:-}" EXIT
+	mt_protocol
 	t_milter_postfix
 	t_milter_sendmail
 	if [ ${#old_trap[@]} -ge 3 ]; then trap -- "${old_trap[2]}" EXIT; else trap - EXIT; fi
