@@ -145,7 +145,8 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the two programs, the units, the man pages, the configuration
+# install - the two programs, the units (the policy service's and the
+# milter's), the man pages, the configuration
 # file and the whitelist (an admin's own are never overwritten), the
 # greylistd system user (sysusers.d) and the Exim ACL. Every path inside
 # them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
@@ -168,6 +169,8 @@ INSTALL_FILES = \
 	greylistctl:$(SBINDIR)/greylistctl:755 \
 	greylistd.socket:$(UNITDIR)/greylistd.socket:644 \
 	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
+	greylistd-milter.socket:$(UNITDIR)/greylistd-milter.socket:644 \
+	greylistd-milter@.service:$(UNITDIR)/greylistd-milter@.service:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
