@@ -184,19 +184,22 @@ mt_protocol() {
 
 # pfm_setup - the postfix group's private instance, its recipient
 # restrictions without the policy service, its smtpd_milters greylistd on
-# a UNIX socket, and three more smtpd listeners: greylistd on
-# inet:127.0.0.1 (PFM_INET), and the same UNIX socket with
-# milter_default_action=tempfail (PFM_TEMPFAIL); main.cf has accept.
+# a UNIX socket in the queue directory, named as the README says (a
+# relative path, which Postfix takes from its queue directory, chrooted or
+# not), and two more smtpd listeners: greylistd on inet:127.0.0.1
+# (PFM_INET), and the same UNIX socket with milter_default_action=tempfail
+# (PFM_TEMPFAIL); main.cf has accept.
 pfm_setup() {
 	pf_setup postfix-milter || return 1
 	PFM_DIR=$PF_DIR/milter PFM_IDIR=$PF_DIR/milter-inet
-	PFM_SOCK=$PFM_DIR/milter.sock
+	PFM_SOCK=$PF_DIR/spool/greylistd/milter.sock
+	mkdir -p "$PF_DIR/spool/greylistd"
 	PFM_MPORT=$(pf_free_port) && PFM_INET=$(pf_free_port) &&
 		PFM_TEMPFAIL=$(pf_free_port) || return 1
 	PFM_MAIN=$PF_SMTP_PORT
 	postconf -c "$PF_DIR"/etc -e \
 		"smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination" \
-		"smtpd_milters = unix:$PFM_SOCK" "milter_default_action = accept" \
+		"smtpd_milters = unix:greylistd/milter.sock" "milter_default_action = accept" \
 		"milter_protocol = 6"
 	cat >> "$PF_DIR"/etc/master.cf <<-EOF
 	127.0.0.1:$PFM_INET inet n - n - - smtpd
@@ -484,6 +487,16 @@ t_milter_sendmail() {
 		smm_queued "Sendmail, milter without F=, greylistd gone: the message" gone 0
 	else
 		fail "milter: Sendmail without F= runs" "$SM_WHY"
+	fi
+	sm_stop
+	# F=R: refused for good (so never for greylisting)
+	if sm_setup "$WORK/sendmail-milter-r" R "$SMM_GL/milter.sock" && sm_start; then
+		sm_send gone-r 127.0.0.7 "$MT_RCPT"
+		expect "Sendmail, milter F=R, greylistd gone: the connection is refused for good (554 greeting)" \
+			"554 mx.sendmail.test ESMTP not accepting messages" \
+			"$(sed -n 's/^<\*\* *//p' "$SM_DIR/gone-r.smtp" | head -n 1)"
+	else
+		fail "milter: Sendmail with F=R runs" "$SM_WHY"
 	fi
 	sm_stop
 	expect "milter, Sendmail: no process left (Sendmail, its namespace, greylistd)" "" \
