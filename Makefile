@@ -6,6 +6,7 @@
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
+#   make bench-milter  a milter session's cost (bench/results.md, Milter)
 #   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
@@ -119,6 +120,13 @@ bench: deps-build
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
+# make bench-milter: a milter session's cost against the same session
+# through the policy protocol (bench/milter.sh; the section "Milter" of
+# bench/results.md)
+bench-milter: deps-build
+	$(MAKE) all
+	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh milter
+
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)
 FUZZ_SECONDS ?= 600
@@ -227,4 +235,4 @@ clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench bench-milter fuzz install clean deps-build deps-test deps-run
