@@ -56,12 +56,12 @@
  *	  lines 170-404	Reading requests: bounded lines, attributes
  *	  lines 405-503	The request: attributes to triplet, whitelist, store
  *	  lines 504-716	Answering: the reply, the decision log line
- *	  lines 717-1087	The milter protocol: packets, macros, replies
- *	  lines 1088-1194	Debian greylistd's protocol: one line, one word
+ *	  lines 717-1090	The milter protocol: packets, macros, replies
+ *	  lines 1091-1198	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1195-1408 (serving,
+ *	Only the admin's files reach, here: lines 1199-1412 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -821,7 +821,8 @@ static int send_packet(const struct conn *c, char cmd, const char *data,
 		return -1;
 	put32(buf, (uint32_t)(len + 1));
 	buf[4] = cmd;
-	memcpy(buf + 5, data, len);
+	if (len > 0)
+		memcpy(buf + 5, data, len);
 	return write_all(c, buf, len + 5);
 }
 
@@ -1002,12 +1003,14 @@ static enum read_status milter_rcpt(const struct conn *c, struct milter *m,
 static enum read_status milter_eob(const struct conn *c, struct milter *m)
 {
 	char text[MAX_TEXT + 64], buf[MAX_REPLY];
-	char *colon;
+	char *colon = NULL;
 	size_t n;
 
 	if (m->header >= 0 && *cfg.header) {
 		reply_text(text, sizeof(text), 0, NULL, m->header);
-		colon = strchr(text, ':');
+		colon = strchr(text, ':');	/* config_check saw "Name:" */
+	}
+	if (colon) {
 		*colon = 0;
 		put32(buf, 0);
 		n = (size_t)snprintf(buf + 4, sizeof(buf) - 4, "%s%c%s", text, 0,
@@ -1124,9 +1127,10 @@ static char *gp_line(struct conn *c)
  * Debian's greylistd takes it; the count, or -1 with too many */
 static int gp_words(char *s, char **w)
 {
+	char *save = NULL;
 	int n = 0;
 
-	for (s = strtok(s, " \t"); s; s = strtok(NULL, " \t")) {
+	for (s = strtok_r(s, " \t", &save); s; s = strtok_r(NULL, " \t", &save)) {
 		if (n == GP_MAX_WORDS)
 			return -1;
 		lower(s, s);
