@@ -124,6 +124,7 @@ bench: deps-build
 # through the policy protocol (bench/milter.sh; the section "Milter" of
 # bench/results.md)
 bench-milter: deps-build
+	$(call need,systemd perl hyperfine)
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh milter
 
