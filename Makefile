@@ -6,6 +6,7 @@
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
+#   make bench-milter  a milter session's cost (bench/results.md, Milter)
 #   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
@@ -120,6 +121,14 @@ bench: deps-build
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
+# make bench-milter: a milter session's cost against the same session
+# through the policy protocol (bench/milter.sh; the section "Milter" of
+# bench/results.md)
+bench-milter: deps-build
+	$(call need,systemd perl hyperfine)
+	$(MAKE) all
+	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh milter
+
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)
 FUZZ_SECONDS ?= 600
@@ -146,7 +155,8 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the two programs, the units, the man pages, the configuration
+# install - the two programs, the units (the policy service's and the
+# milter's), the man pages, the configuration
 # file and the whitelist (an admin's own are never overwritten), the
 # greylistd system user (sysusers.d) and the Exim ACL. Every path inside
 # them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
@@ -169,6 +179,8 @@ INSTALL_FILES = \
 	greylistctl:$(SBINDIR)/greylistctl:755 \
 	greylistd.socket:$(UNITDIR)/greylistd.socket:644 \
 	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
+	greylistd-milter.socket:$(UNITDIR)/greylistd-milter.socket:644 \
+	greylistd-milter@.service:$(UNITDIR)/greylistd-milter@.service:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
@@ -225,4 +237,4 @@ clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench bench-milter fuzz install clean deps-build deps-test deps-run

@@ -612,9 +612,10 @@ static void check_template(const char *name, const char *tpl,
 	}
 }
 
-/* is_status - "4.N.N": an enhanced status code of class 4 (RFC 3463:
- * subject up to three digits, detail up to three) */
-static int is_status(const char *s)
+/* status_len - the length of the "4.N.N" that s starts with, an enhanced
+ * status code of class 4 (RFC 3463: subject up to three digits, detail
+ * up to three), or 0 */
+size_t status_len(const char *s)
 {
 	size_t a, b;
 
@@ -624,7 +625,16 @@ static int is_status(const char *s)
 	if (a < 1 || a > 3 || s[2 + a] != '.')
 		return 0;
 	b = strspn(s + 3 + a, "0123456789");
-	return b >= 1 && b <= 3 && !s[3 + a + b];
+	return b >= 1 && b <= 3 && !isdigit((unsigned char)s[3 + a + b])
+		? 3 + a + b : 0;
+}
+
+/* is_status - s is "4.N.N" and nothing else */
+static int is_status(const char *s)
+{
+	size_t n = status_len(s);
+
+	return n > 0 && !s[n];
 }
 
 /* check_action - what Postfix accepts as a deferring action: a word, a

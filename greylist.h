@@ -175,6 +175,7 @@ int config_parse(int argc, char **argv, const struct option_spec *extra,
 		 size_t nextra, const char **words, int maxwords);
 void config_usage(FILE *f, const struct option_spec *extra, size_t nextra);
 void config_check(void);
+size_t status_len(const char *s);
 void config_report(void);
 size_t config_options(const struct option_spec **table);
 

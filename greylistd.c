@@ -56,12 +56,12 @@
  *	  lines 170-404	Reading requests: bounded lines, attributes
  *	  lines 405-506	The request: attributes to triplet, whitelist, store
  *	  lines 507-719	Answering: the reply, the decision log line
- *	  lines 720-1091	The milter protocol: packets, macros, replies
- *	  lines 1092-1200	Debian greylistd's protocol: one line, one word
+ *	  lines 720-1094	The milter protocol: packets, macros, replies
+ *	  lines 1095-1203	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1201-1414 (serving,
+ *	Only the admin's files reach, here: lines 1204-1417 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -946,8 +946,10 @@ static int verified(const struct milter *m)
 }
 
 /* milter_defer - REPLYCODE "4NN 4.N.N text": the configured code (451
- * 4.7.1 for DEFER_IF_PERMIT and the other words), every "%" doubled (a
- * single one makes Sendmail answer 550 5.7.1, a permanent failure) */
+ * for DEFER_IF_PERMIT and the other words), 4.7.1 unless the code or the
+ * text has an enhanced status already (as Postfix adds it), every "%"
+ * doubled (a single one makes Sendmail answer 550 5.7.1, a permanent
+ * failure) */
 static int milter_defer(const struct conn *c, const struct request *r,
 			const struct outcome *o)
 {
@@ -958,8 +960,9 @@ static int milter_defer(const struct conn *c, const struct request *r,
 	reply_text(text, sizeof(text), 1, r->attr[A_RECIPIENT], o->seconds);
 	snprintf(code, sizeof(code), "%s", isdigit((unsigned char)*a)
 		 ? a : "451");
+	n = status_len(text);
 	n = (size_t)snprintf(buf, sizeof(buf), "%s%s ", code, strchr(code, ' ')
-			     ? "" : " 4.7.1");
+			     || (n > 0 && text[n] == ' ') ? "" : " 4.7.1");
 	for (t = text; *t && n + 3 < sizeof(buf); t++) {
 		if (*t == '%')
 			buf[n++] = '%';
