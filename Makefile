@@ -57,7 +57,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
-	     valgrind man-db $(FUZZ_DEPS)
+	     valgrind man-db debootstrap git $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps

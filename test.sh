@@ -3,7 +3,9 @@
 #
 #   ./test.sh            all tests (run `make check` to build and install
 #                        the Debian packages the tests need first)
-#   ./test.sh NAME...    only the named groups (see ALL_GROUPS below)
+#   ./test.sh NAME...    only the named groups (see ALL_GROUPS below;
+#                        ./test.sh fresh, the README on a new Debian, runs
+#                        only when named)
 #
 # Each line of output is PASS, FAIL or SKIP; the last line is
 # "N passed, N failed". The exit status is 0 only when nothing failed.
@@ -479,6 +481,8 @@ inetd_session() {
 . tests/stress.sh
 . tests/faults.sh
 . fuzz/fuzz.sh
+. tests/deps.sh
+. tests/fresh.sh
 
 # --- installing and the manual ------------------------------------------------
 
@@ -737,11 +741,13 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix install valgrind fuzz analyze"
+ALL_GROUPS="protocol bad_input triplet time options timeouts database concurrency sockets whitelist awl ops report expiry systemd faults stress postfix install valgrind fuzz analyze deps"
+# Run only when named: fresh (tests/fresh.sh; a default run says so).
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
 done
+[ $# -eq 0 ] && fr_left_out
 
 passed=$(grep -c '^PASS' "$RESULTS")
 failed=$(grep -c '^FAIL' "$RESULTS")
