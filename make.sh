@@ -89,9 +89,12 @@ need() {
 		return 1
 	fi
 	say "installing Debian packages: $pkgs"
+	# apt-get update's status is not looked at: it fails when any one
+	# source does (a third-party one, say), and the install may work anyway
 	if ! have_lists; then
 		say "apt has no package lists yet: apt-get update first"
-		apt update -q && updated=1
+		apt update -q
+		updated=1
 	fi
 	# shellcheck disable=SC2086 # $pkgs is a list of words
 	if apt install -y -q --no-install-recommends $pkgs; then
@@ -99,8 +102,9 @@ need() {
 	fi
 	if [ $updated -eq 0 ]; then
 		say "the install failed: apt-get update, then once more"
+		apt update -q
 		# shellcheck disable=SC2086
-		apt update -q && apt install -y -q --no-install-recommends $pkgs && return 0
+		apt install -y -q --no-install-recommends $pkgs && return 0
 	fi
 	say "could not install: $pkgs"
 	say "as root, run: apt-get update -q && $install"

@@ -47,14 +47,16 @@ dp_standins() {
 	exit $rc
 	EOF
 	# apt-get update | install -y -q ... PKG...: update writes a package
-	# list into $D/lists; install fails while $D/failures counts above 0,
-	# else takes the packages off $D/missing
+	# list into $D/lists (and fails, as when one source is unreachable,
+	# while $D/update-fails exists); install fails while $D/failures counts
+	# above 0, else takes the packages off $D/missing
 	cat > "$D/bin/apt-get" <<-'EOF'
 	#!/bin/bash
 	echo "apt-get uid=$(id -u) frontend=${DEBIAN_FRONTEND:--} sudo=${SUDO_UID:--} args=$*" >> @D@/calls
 	case " $* " in
 	*" update "*)
 		: > @D@/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages
+		[ ! -e @D@/update-fails ] || { echo "E: Some index files failed to download (stand-in)" >&2; exit 100; }
 		exit 0 ;;
 	*" install "*)
 		n=$(cat @D@/failures)
@@ -187,6 +189,15 @@ uid=$uid frontend=noninteractive sudo=- args=$inst gcc" "$(dp_calls apt-get)"
 	dp_run root "$D/bin" make deps-build
 	expect "root, an install fails once: make deps-build succeeds" 0 $?
 	expect "root, an install fails once: install, update, install" \
+		"args=$inst libgdbm-dev
+args=update -q
+args=$inst libgdbm-dev" "$(dp_calls apt-get | sed 's/.* args=/args=/')"
+
+	dp_setup deps-root-update-fails
+	echo libgdbm-dev > "$D/missing"; echo 1 > "$D/failures"; : > "$D/update-fails"
+	dp_run root "$D/bin" make deps-build
+	expect "root, the update fails too (one source unreachable): the install is tried again, and works" 0 $?
+	expect "root, the update fails too: install, update, install" \
 		"args=$inst libgdbm-dev
 args=update -q
 args=$inst libgdbm-dev" "$(dp_calls apt-get | sed 's/.* args=/args=/')"

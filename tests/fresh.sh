@@ -33,8 +33,8 @@
 FR_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FR_MIRROR=http://deb.debian.org/debian
 FR_SUITE=bookworm
-FR_TIMEOUT_BOOTSTRAP=900	# s; it takes 40 here
-FR_TIMEOUT_INNER=3600		# s; installs and the suite take about 7 minutes
+FR_TIMEOUT_BOOTSTRAP=900	# s; it takes 30 to 40 here
+FR_TIMEOUT_INNER=3600		# s; installs and the suite take about 6 minutes
 
 # fr_left_out - the line a default run prints for this group
 fr_left_out() {
@@ -42,7 +42,7 @@ fr_left_out() {
 		fr_inside
 	else
 		skip "fresh: the README's commands on a new Debian" \
-			"not in the default run: ./test.sh fresh runs it (root; debootstrap, the installs and the whole suite again: about 8 minutes and 230 MB of downloads); .ci/run runs it once"
+			"not in the default run: ./test.sh fresh runs it (root; debootstrap, the installs and the whole suite again: about 7 minutes and 220 MB of downloads); .ci/run runs it once"
 	fi
 }
 
@@ -93,6 +93,7 @@ fr_bootstrap() {
 		bash "$D/bootstrap.sh" > "$D/bootstrap.log" 2>&1
 	FR_RC=$?
 	echo $((EPOCHSECONDS - t0)) > "$D/t.bootstrap"
+	du -sb "$D/cache-up" | cut -f1 > "$D/b.bootstrap"
 	FR_LOWER=$lower
 }
 
@@ -200,7 +201,7 @@ fr_inner() {
 
 # fr_results - check and report what the driver left in /fresh
 fr_results() {
-	local f=$D/root/fresh out last inner apt_run apt_all lists debs
+	local f=$D/root/fresh out last inner apt_run apt_all fetched boot
 	expect "fresh: README's first command" "./make.sh run" "$FR_RUN"
 	out=$(grep '^action=' "$f/run.reply" 2>/dev/null)
 	expect "fresh: $FR_RUN came up in $(cat "$f/t.run") s (installs, build) and answered a policy request" \
@@ -220,10 +221,10 @@ fr_results() {
 	grep '^SKIP' "$f/check.out" | grep -v '^SKIP: fresh' | sed 's/^/fresh: inner /'
 	apt_run=$(fr_apt_seconds "$f/history.run" 2>/dev/null)
 	apt_all=$(fr_apt_seconds "$f/history.all" 2>/dev/null)
-	lists=$(fr_fetched "$f/run.out" "$f/check.out")
-	debs=$(du -sb --exclude=lock --exclude=partial "$D/cache-up" | cut -f1)
+	fetched=$(fr_fetched "$f/run.out" "$f/check.out")
+	boot=$(cat "$D/b.bootstrap")
 	pass "fresh: measured: debootstrap $(cat "$D/t.bootstrap") s; $FR_RUN $(cat "$f/t.run") s to serving (apt ${apt_run:-?} s of it); $FR_CHECK $(cat "$f/t.check") s (apt $((apt_all - apt_run)) s); in all $(cat "$D/t.inner") s in the namespaces"
-	pass "fresh: downloaded: $(fr_mb "$debs") MB of packages (debootstrap's and apt's, not in the host's cache), apt fetched $(fr_mb "$lists") MB in all (lists and packages)"
+	pass "fresh: downloaded: debootstrap $(fr_mb "$boot") MB (packages not in the host's apt cache), apt $(fr_mb "$fetched") MB (its Fetched lines: package lists and packages), $(fr_mb $((boot + fetched))) MB in all"
 }
 
 t_fresh() {
