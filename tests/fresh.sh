@@ -27,8 +27,9 @@
 #      then the README's second command, the whole suite.
 #
 # Measured and reported: the time of each step, what apt spent installing,
-# and the megabytes downloaded (new files in the overlay's upper layer over
-# the apt cache, and the package lists apt-get update fetched).
+# and the megabytes downloaded (debootstrap's: new files in the overlay's
+# upper layer over the host's apt cache; apt's: its "Fetched" lines).
+# GREYLISTD_FRESH_KEEP=DIR keeps the driver's outputs (/fresh) in DIR.
 
 FR_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FR_MIRROR=http://deb.debian.org/debian
@@ -209,12 +210,14 @@ fr_results() {
 	[ -n "$out" ] || echo "fresh: $FR_RUN's output: $(tail -n 15 "$f/run.out" 2>/dev/null)"
 	check "fresh: stopped by its process group, nothing of it left" test ! -e "$f/run.left"
 	expect "fresh: README's second command" "./make.sh check" "$FR_CHECK"
-	last=$(tail -n 1 "$f/check.out" 2>/dev/null)
+	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$f/check.out" 2>/dev/null | tail -n 1)
 	expect "fresh: $FR_CHECK exits 0" 0 "$(cat "$f/check.rc" 2>/dev/null)"
 	case $last in
 	*[0-9]" passed, 0 failed") pass "fresh: $FR_CHECK in $(cat "$f/t.check") s: the whole suite inside: $last" ;;
 	*) fail "fresh: $FR_CHECK: the whole suite passes inside" \
-		"last line [$last]; $(grep -E '^FAIL' "$f/check.out" | head -n 20 | tr '\n' ' ')" ;;
+		"summary [$last]; $(grep -oE 'FAIL: .*' "$f/check.out" | head -n 20 | tr '\n' ' ')"
+	   echo "fresh: the last lines of $FR_CHECK:"
+	   tail -n 30 "$f/check.out" 2>/dev/null | sed 's/^/    /' ;;
 	esac
 	inner=$(grep -c '^SKIP: fresh' "$f/check.out")
 	expect "fresh: the inner suite left this group out, and said so once" 1 "$inner"
@@ -266,6 +269,10 @@ t_fresh() {
 		fi
 	fi
 	check "fresh: no mount of the test is left" bash -c "! grep -qF ' $D' /proc/self/mountinfo"
+	if [ -n "${GREYLISTD_FRESH_KEEP:-}" ]; then
+		cp -a "$D/root/fresh" "$GREYLISTD_FRESH_KEEP" 2>/dev/null
+		echo "fresh: its outputs are kept in $GREYLISTD_FRESH_KEEP (GREYLISTD_FRESH_KEEP)"
+	fi
 	rm -rf "$D"
 	check "fresh: the tree is removed" test ! -e "$D"
 }
