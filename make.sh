@@ -17,16 +17,18 @@
 #
 # apt-get runs quietly (-q), answers yes (-y), and leaves Recommends out:
 # a package whose recommended one the project needs names it itself in the
-# Makefile's lists. When apt has no package lists (APT_LISTS, default
+# Makefile's lists (gcc's libc6-dev, so far; clang's llvm-14-dev and
+# python3, postfix's python3, valgrind's gdb are not needed: the whole
+# suite passes without them on a new Debian, tests/fresh.sh). When apt has no package lists (APT_LISTS, default
 # /var/lib/apt/lists: a fresh machine where apt-get update never ran),
 # apt-get update runs first; when an install fails otherwise (lists too
 # old for the archive, say), apt-get update runs once and the install is
 # tried again.
 #
 # Exit status: --need exits 0 when every package is installed in the end,
-# 1 when some are missing and could not be installed; otherwise make.s
-# own (1 when make itself could not be installed, 2 when there is no
-# such directory).
+# 1 when some are missing and could not be installed; otherwise make's
+# own (or 1 when make itself could not be installed). ./make.sh --help
+# prints this comment.
 
 set -u
 
@@ -116,7 +118,7 @@ case ${1:-} in
 	shift
 	need "$@"
 	;;
--h | --help)
+--help)
 	sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
 	;;
 *)

@@ -490,7 +490,7 @@ sd_live_units() {
 }
 
 sd_live() {
-	local p cgmnt cgpath upid i state out lat
+	local p cgmnt cgpath upid i state= out lat
 
 	if [ "${GREYLISTD_LIVE:-1}" = 0 ]; then
 		skip "systemd live: the units under a real systemd" \
@@ -531,10 +531,21 @@ sd_live() {
 		sd_live_checks
 	fi
 
-	[ -n "$SD_PID" ] && kill -KILL "$SD_PID" 2>/dev/null
-	kill "$upid" 2>/dev/null
+	if [ -n "$SD_PID" ]; then
+		kill -KILL "$SD_PID" 2>/dev/null
+	else
+		# unshare --fork holds SIGTERM until its child ends: with systemd
+		# never found (a slow boot) only SIGKILL ends it, and --kill-child
+		# then takes the namespaces' PID 1 with it
+		kill -KILL "$upid" 2>/dev/null
+	fi
 	wait "$upid" 2>/dev/null
-	find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	# the namespaces' last processes may still be exiting
+	for i in $(seq 50); do
+		find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+		[ -e "$SD_CG" ] || break
+		sleep 0.1
+	done
 	check "systemd live: its cgroup is removed again" test ! -e "$SD_CG"
 }
 
