@@ -1,7 +1,7 @@
 # greylistd - see README.
 #
 #   make            build ./greylistd (the helper) and ./greylistctl (the
-#                   operator's program)
+#                   operator's program); make CC=clang works too
 #   make run        build and serve on ./run/greylistd.sock, one process per
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
@@ -13,7 +13,9 @@
 # Our warning and hardening flags are appended to the CFLAGS, CPPFLAGS and
 # LDFLAGS you give (as dpkg-buildflags would); CI adds CFLAGS=-Werror.
 # `make run` and `make check` install the Debian packages they need when
-# any is missing (as root, or through sudo).
+# any is missing (./make.sh --need: as root, or through sudo); on a machine
+# without make, ./make.sh run and ./make.sh check install make first.
+# `make -s print-deps` prints the package lists.
 
 PREFIX   ?= /usr/local
 SBINDIR  ?= $(PREFIX)/sbin
@@ -25,10 +27,17 @@ LOCALSTATEDIR ?= /var/lib
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 
-WARN     = -std=c11 -Wall -Wextra -Wformat=2 -Wformat-overflow=2 \
-	   -Wformat-truncation=2 -Wshadow -Wconversion -Wsign-conversion \
-	   -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wvla \
-	   -Wnull-dereference -Wundef -Wwrite-strings -Wpointer-arith
+WARN     = -std=c11 -Wall -Wextra -Wformat=2 -Wshadow -Wconversion \
+	   -Wsign-conversion -Wstrict-prototypes -Wmissing-prototypes \
+	   -Wcast-qual -Wvla -Wnull-dereference -Wundef -Wwrite-strings \
+	   -Wpointer-arith
+# GCC's alone: clang calls them unknown, an error under -Werror. Added when
+# $(CC) takes them (tried once per make run, on an empty file).
+WARN_GCC = -Wformat-overflow=2 -Wformat-truncation=2
+ifeq (ok,$(shell $(CC) -Werror $(WARN_GCC) -fsyntax-only -x c /dev/null \
+		>/dev/null 2>&1 && echo ok))
+WARN    += $(WARN_GCC)
+endif
 HARDEN   = -fstack-protector-strong -fstack-clash-protection -fPIE \
 	   -fcf-protection
 ifeq (,$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)))
@@ -61,7 +70,8 @@ BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
-	     valgrind man-db perl redis-server redis-tools $(FUZZ_DEPS)
+	     valgrind man-db perl redis-server redis-tools debootstrap git \
+	     $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
@@ -89,19 +99,9 @@ FLAGS_NOW = $(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
 FORCE:
 
-# need - install the named Debian packages that are missing
-need = @missing=; for p in $(1); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-	    | grep -q ' installed$$' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$sudo -E apt-get install -y -q $$missing \
-	  || { $$sudo -E apt-get update -q \
-	       && $$sudo -E apt-get install -y -q $$missing; } \
-	  || { echo "could not install:$$missing" >&2; exit 1; }; \
-	fi
+# need - install the named Debian packages that are missing (make.sh says
+# how: as root, through sudo, or a message naming them and exit 1)
+need = @./make.sh --need $(1)
 
 deps-build:
 	$(call need,$(BUILD_DEPS))
@@ -109,6 +109,15 @@ deps-test: deps-build
 	$(call need,$(TEST_DEPS))
 deps-run: deps-build
 	$(call need,$(RUN_DEPS))
+
+# print-deps - the package lists, one `NAME = packages` line each (the
+# README's lists are checked against these by test.sh deps)
+print-deps:
+	@echo "BUILD_DEPS = $(BUILD_DEPS)"
+	@echo "TEST_DEPS = $(TEST_DEPS)"
+	@echo "RUN_DEPS = $(RUN_DEPS)"
+	@echo "FUZZ_DEPS = $(FUZZ_DEPS)"
+	@echo "BENCH_DEPS = $(BENCH_DEPS)"
 
 check: deps-test
 	$(MAKE) all
@@ -237,4 +246,5 @@ clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench bench-milter fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench bench-milter fuzz install clean \
+	deps-build deps-test deps-run print-deps

@@ -837,6 +837,11 @@ fault_dir_unwritable() {
 	flt_new dir-unwritable
 	mode=$(stat -c %a "$WORK")
 	chmod o+x "$WORK"
+	# A copy nobody can reach: the tree may be where nobody cannot (a
+	# clone in /root). setpriv still execs with root's rights, but
+	# faketime, which execs greylistd after it, has only nobody's.
+	local tree=$GREYLISTD GREYLISTD=$WORK/greylistd-nobody
+	cp "$tree" "$GREYLISTD"
 	mkdir "$D/data"
 	chown nobody "$D/log"
 	DB=$D/data/db
@@ -885,6 +890,7 @@ fault_dir_unwritable() {
 	flt_answers "directory writable again" 1
 	flt_resumes dir-unwritable-damaged
 	chmod "$mode" "$WORK"
+	rm -f "$GREYLISTD"
 }
 
 t_faults() {

@@ -553,10 +553,24 @@ sd_boot() {
 # sd_halt - end the systemd of sd_boot (its namespace's PID 1: all in it
 # die with it) and remove its cgroup; quiet, safe to call twice
 sd_halt() {
-	[ -n "${SD_PID:-}" ] && kill -KILL "$SD_PID" 2>/dev/null
-	[ -n "${SD_UPID:-}" ] && { kill "$SD_UPID" 2>/dev/null; wait "$SD_UPID" 2>/dev/null; }
+	local i
+	if [ -n "${SD_PID:-}" ] && [ "$(cat "/proc/$SD_PID/comm" 2>/dev/null)" = systemd ]; then
+		kill -KILL "$SD_PID" 2>/dev/null
+	elif [ -n "${SD_UPID:-}" ]; then
+		# unshare --fork holds SIGTERM until its child ends: with systemd
+		# never found (a slow boot) only SIGKILL ends it, and --kill-child
+		# then takes the namespaces' PID 1 with it
+		kill -KILL "$SD_UPID" 2>/dev/null
+	fi
+	[ -n "${SD_UPID:-}" ] && wait "$SD_UPID" 2>/dev/null
 	SD_PID= SD_UPID=
-	[ -n "${SD_CG:-}" ] && find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	# the namespaces' last processes may still be exiting
+	for i in $(seq 50); do
+		[ -n "${SD_CG:-}" ] && [ -e "$SD_CG" ] || break
+		find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+		[ -e "$SD_CG" ] || break
+		sleep 0.1
+	done
 	return 0
 }
 
