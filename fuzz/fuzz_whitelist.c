@@ -322,11 +322,16 @@ static void check_entry(const struct wl_set *set, const struct wl_entry *e,
 }
 
 /* m_regex - the model's own pattern of a regex entry matches s, under
- * the limits whitelist.c states (a match that gives up is no match) */
+ * the limits whitelist.c states (a match that gives up is no match; the
+ * match limit is shared among the subject's start positions, as PCRE2
+ * counts it afresh at each) */
 static int m_regex(const struct wl_entry *e, const char *s)
 {
-	return pcre2_match(lines[e->line - 1].re, (PCRE2_SPTR)s, strlen(s), 0,
-			   0, m_md, m_mc) >= 0;
+	size_t len = strlen(s);
+
+	pcre2_set_match_limit(m_mc, (uint32_t)(RE_MATCH_LIMIT / (len + 1) + 1));
+	return pcre2_match(lines[e->line - 1].re, (PCRE2_SPTR)s, len, 0, 0,
+			   m_md, m_mc) >= 0;
 }
 
 /* m_ends_with - name is domain, or a subdomain of it */
