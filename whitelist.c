@@ -99,7 +99,7 @@ static int parse_net(const char *s, struct wl_entry *e)
 		e->bits = dots * 8 + 8;
 		memcpy(addr + len, dots == 1 ? ".0.0" : ".0", dots == 1 ? 5 : 3);
 	}
-	mapped = strchr(addr, ':') && strchr(addr, '.');
+	mapped = strchr(addr, ':') != NULL;	/* IPv6 text, IPv4 family */
 	if (parse_address(addr, &e->family, e->net) != 0)
 		return -1;
 	if (slash) {
