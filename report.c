@@ -191,6 +191,7 @@ static const char *parse_iso(const char *line, long long *t)
 	const char *p;
 	char zone[8];
 	size_t n;
+	long off;
 
 	memset(&tm, 0, sizeof(tm));
 	if (!(p = strptime(line, "%Y-%m-%dT%H:%M:%S", &tm)))
@@ -204,7 +205,8 @@ static const char *parse_iso(const char *line, long long *t)
 	zone[n] = 0;
 	if (strcmp(zone, "Z") != 0 && (!strptime(zone, "%z", &tm)))
 		return NULL;
-	*t = (long long)timegm(&tm) - tm.tm_gmtoff;
+	off = tm.tm_gmtoff;		/* timegm() sets it to 0 */
+	*t = (long long)timegm(&tm) - off;
 	return p + n;
 }
 
