@@ -719,8 +719,11 @@ static void print_top(const char *title, const char **items, size_t n)
 	}
 	qsort(c, m, sizeof(*c), cmp_count);
 	printf("# top %s\n", title);
-	for (i = 0; i < m && i < (size_t)top; i++)
-		printf("%7zu %s\n", c[i].n, c[i].what);
+	for (i = 0; i < m && i < (size_t)top; i++) {
+		printf("%7zu ", c[i].n);
+		print_escaped(c[i].what, strlen(c[i].what));
+		putchar('\n');
+	}
 	free(c);
 }
 
