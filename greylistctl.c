@@ -1035,7 +1035,7 @@ static const char *load_line(struct loader *l, char *line, int *fatal)
 		return NULL;
 	if ((nw = split(line, w, 8)) < 0)
 		return "too many fields";
-	if (strlen(w[0]) != 1 || !strchr("TCMX", w[0][0]))
+	if (nw == 0 || strlen(w[0]) != 1 || !strchr("TCMX", w[0][0]))
 		return "not a record (T, C or M)";
 	if (w[0][0] == 'X')
 		return "a record of no known shape (X): not loaded";
