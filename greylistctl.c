@@ -908,6 +908,8 @@ static const char *settle_kinds(struct loader *l)
 static const char *load_kind(struct loader *l, char *value, size_t len,
 			     int *fatal)
 {
+	const char *why;
+
 	*fatal = 1;
 	if (l->dump_known)
 		return "the key-kind note comes after records";
@@ -915,7 +917,9 @@ static const char *load_kind(struct loader *l, char *value, size_t len,
 	if (key_kind_parse((datum){ value, (int)len + 2 }, &l->dump) != 0)
 		return "the key-kind note has no known shape";
 	l->dump_known = 1;
-	return settle_kinds(l);
+	why = settle_kinds(l);
+	*fatal = why != NULL;	/* load_read keeps it for the later lines */
+	return why;
 }
 
 /* load_note - "M NAME VALUE" ("M VALUE NAME" in a dump of version 1): a
