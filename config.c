@@ -367,8 +367,8 @@ static const struct option_spec *lookup(const char *name, size_t len,
 #define MAX_CONFIG_LINE	1024
 
 /* read_text - a whole small file, NUL-terminated (kept: values point
- * into it); NULL with errno (EFBIG over MAX_CONFIG) */
-static char *read_text(const char *path)
+ * into it), its length in *size; NULL with errno (EFBIG over MAX_CONFIG) */
+static char *read_text(const char *path, size_t *size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	char *buf = NULL;
@@ -393,6 +393,7 @@ static char *read_text(const char *path)
 		return NULL;
 	}
 	buf[len] = 0;
+	*size = len;
 	return buf;
 }
 
@@ -440,7 +441,8 @@ static void config_line(char *s, struct source *src)
 static void config_file(const char *path, int named)
 {
 	struct source src = { path, 0, { 0 } };
-	char *buf = read_text(path), *line, *nl;
+	size_t size;
+	char *buf = read_text(path, &size), *line, *nl;
 
 	if (!buf) {
 		if (named || errno != ENOENT)
@@ -448,7 +450,7 @@ static void config_file(const char *path, int named)
 				     ? "larger than 64 KiB" : strerror(errno));
 		return;
 	}
-	if (memchr(buf, 0, strlen(buf) + 1) != buf + strlen(buf)) {
+	if (memchr(buf, 0, size)) {
 		config_error("%s: a NUL byte in the file", path);
 		return;
 	}
