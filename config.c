@@ -423,6 +423,8 @@ static void config_line(char *s, struct source *src)
 			     where(src, w, sizeof(w)));
 		return;
 	}
+	if (*eq == '=')		/* before the cut: "name=value" */
+		eq += 1 + strspn(eq + 1, " \t");
 	*s = 0;
 	if (!(o = lookup(name, strlen(name), NULL, 0, src)))
 		return;
@@ -431,8 +433,6 @@ static void config_line(char *s, struct source *src)
 			     where(src, w, sizeof(w)));
 		return;
 	}
-	if (*eq == '=')
-		eq += 1 + strspn(eq + 1, " \t");
 	set_option(o, *eq ? eq : NULL, src);
 }
 
