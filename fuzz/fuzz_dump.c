@@ -194,7 +194,7 @@ static int check_line(struct loader *l, char *line)
 		return 0;
 	}
 	if (l->keys.n == nkeys) {
-		CHECK(!knew && l->dump_known && orig[0] == 'M',
+		CHECK(!knew && l->dump_known && orig[strspn(orig, " ")] == 'M',
 		      "\"%.200s\" loaded, but added nothing", orig);
 		check_kind_note(l, orig);
 		return 0;
