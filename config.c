@@ -393,8 +393,8 @@ static void short_option(const char *name)
 #define MAX_CONFIG_LINE	1024
 
 /* read_text - a whole small file, NUL-terminated (kept: values point
- * into it); NULL with errno (EFBIG over MAX_CONFIG) */
-static char *read_text(const char *path)
+ * into it), its length in *size; NULL with errno (EFBIG over MAX_CONFIG) */
+static char *read_text(const char *path, size_t *size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	char *buf = NULL;
@@ -419,6 +419,7 @@ static char *read_text(const char *path)
 		return NULL;
 	}
 	buf[len] = 0;
+	*size = len;
 	return buf;
 }
 
@@ -448,6 +449,8 @@ static void config_line(char *s, struct source *src)
 			     where(src, w, sizeof(w)));
 		return;
 	}
+	if (*eq == '=')		/* before the cut: "name=value" */
+		eq += 1 + strspn(eq + 1, " \t");
 	*s = 0;
 	if (!(o = lookup(name, strlen(name), NULL, 0, src)))
 		return;
@@ -456,8 +459,6 @@ static void config_line(char *s, struct source *src)
 			     where(src, w, sizeof(w)));
 		return;
 	}
-	if (*eq == '=')
-		eq += 1 + strspn(eq + 1, " \t");
 	set_option(o, *eq ? eq : NULL, src);
 }
 
@@ -466,7 +467,8 @@ static void config_line(char *s, struct source *src)
 static void config_file(const char *path, int named)
 {
 	struct source src = { path, 0, { 0 } };
-	char *buf = read_text(path), *line, *nl;
+	size_t size;
+	char *buf = read_text(path, &size), *line, *nl;
 
 	if (!buf) {
 		if (named || errno != ENOENT)
@@ -474,7 +476,7 @@ static void config_file(const char *path, int named)
 				     ? "larger than 64 KiB" : strerror(errno));
 		return;
 	}
-	if (memchr(buf, 0, strlen(buf) + 1) != buf + strlen(buf)) {
+	if (memchr(buf, 0, size)) {
 		config_error("%s: a NUL byte in the file", path);
 		return;
 	}

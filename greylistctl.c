@@ -791,8 +791,7 @@ struct batch {
 
 /* gcc 12's analyzer loses a copy stored into an array on the heap and
  * reports it leaked at the caller; batch_free frees them. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+ANALYZER_LEAK_OFF
 
 /* batch_add - keep a copy of a datum; -1 without memory */
 static int batch_add(struct batch *b, datum x)
@@ -810,7 +809,7 @@ static int batch_add(struct batch *b, datum x)
 	b->d[b->n++].dsize = x.dsize;
 	return 0;
 }
-#pragma GCC diagnostic pop
+ANALYZER_LEAK_ON
 
 /* batch_free - forget the collected data */
 static void batch_free(struct batch *b)
@@ -1018,7 +1017,7 @@ static unsigned hexval(char c)
 static const char *load_kind(struct loader *l, char *value, size_t len,
 			     int *fatal)
 {
-	const char *hex = value + strlen(KIND_HMAC);
+	const char *hex = value + strlen(KIND_HMAC), *why;
 	size_t i;
 
 	*fatal = 1;
@@ -1035,7 +1034,9 @@ static const char *load_kind(struct loader *l, char *value, size_t len,
 		l->dump.secret[i] = (unsigned char)(hexval(hex[2 * i]) << 4
 						    | hexval(hex[2 * i + 1]));
 	l->dump_known = 1;
-	return settle_kinds(l);
+	why = settle_kinds(l);
+	*fatal = why != NULL;	/* load_read keeps it for the later lines */
+	return why;
 }
 
 /* load_note - "M NAME VALUE" ("M VALUE NAME" in a dump of version 1): a
@@ -1474,8 +1475,7 @@ static void scan_fault(struct db *db)
 	expire_damage |= gdbm_needs_recovery(db->dbf) || is_damage(gdbm_errno);
 }
 
-#pragma GCC diagnostic push	/* see batch_add */
-#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+ANALYZER_LEAK_OFF	/* see batch_add */
 
 /* expire_scan - under one shared lock for at most SLICE_MS, visit keys
  * from *cursor (NULL: the first) and collect the expired ones, up to
@@ -1530,7 +1530,7 @@ static int expire_scan(datum *cursor, struct batch *b, long long now,
 	db_close(&db);
 	return rc;
 }
-#pragma GCC diagnostic pop
+ANALYZER_LEAK_ON
 
 /* One expiry run: the keys collected by a pass, and its counts. */
 struct expiry {

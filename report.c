@@ -128,8 +128,7 @@ static int cmp_message(const void *a, const void *b)
  * kept by tsearch, and reports it leaked when the function returns: the
  * entries live in rep.all and the trees until the program ends, the
  * messages until message_drop. Its other checks stay on here. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+ANALYZER_LEAK_OFF
 
 /* seen_get - the triplet's entry, made on first sight; NULL without memory */
 static struct seen *seen_get(const char *key, const char *addr,
@@ -194,7 +193,7 @@ static int note_event(enum event ev, long long t, const char *addr,
 		s->last = t;
 	return 0;
 }
-#pragma GCC diagnostic pop
+ANALYZER_LEAK_ON
 
 /* parse_iso - "2026-11-29T11:03:36[.123][Z|+01:00|+0100]" (greylistd's
  * --log-file, rsyslog's high-precision format); the rest, or NULL */
@@ -204,6 +203,7 @@ static const char *parse_iso(const char *line, long long *t)
 	const char *p;
 	char zone[8];
 	size_t n;
+	long off;
 
 	memset(&tm, 0, sizeof(tm));
 	if (!(p = strptime(line, "%Y-%m-%dT%H:%M:%S", &tm)))
@@ -217,7 +217,8 @@ static const char *parse_iso(const char *line, long long *t)
 	zone[n] = 0;
 	if (strcmp(zone, "Z") != 0 && (!strptime(zone, "%z", &tm)))
 		return NULL;
-	*t = (long long)timegm(&tm) - tm.tm_gmtoff;
+	off = tm.tm_gmtoff;		/* timegm() sets it to 0 */
+	*t = (long long)timegm(&tm) - off;
 	return p + n;
 }
 
@@ -331,8 +332,7 @@ static const char *queue_id(const char *msg, char *buf, size_t size)
 	return msg + n + 2;
 }
 
-#pragma GCC diagnostic push	/* the reason is at seen_get */
-#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+ANALYZER_LEAK_OFF	/* the reason is at seen_get */
 
 /* message_get - the accepted message of a queue id, made if "make" */
 static struct message *message_get(const char *qid, int make)
@@ -399,7 +399,7 @@ static int report_accepted(const char *msg, long long t)
 		return 0;
 	return note_event(EV_PASS, t, m->addr, "", m->sender, rcpt);
 }
-#pragma GCC diagnostic pop
+ANALYZER_LEAK_ON
 
 /* report_line - one message of the input, at time t, from greylistd or
  * from another program (Postfix) */
@@ -728,8 +728,11 @@ static void print_top(const char *title, const char **items, size_t n)
 	}
 	qsort(c, m, sizeof(*c), cmp_count);
 	printf("# top %s\n", title);
-	for (i = 0; i < m && i < (size_t)top; i++)
-		printf("%7zu %s\n", c[i].n, c[i].what);
+	for (i = 0; i < m && i < (size_t)top; i++) {
+		printf("%7zu ", c[i].n);
+		print_escaped(c[i].what, strlen(c[i].what));
+		putchar('\n');
+	}
 	free(c);
 }
 

@@ -118,7 +118,7 @@ static int parse_net(const char *s, struct wl_entry *e)
 		e->bits = dots * 8 + 8;
 		memcpy(addr + len, dots == 1 ? ".0.0" : ".0", dots == 1 ? 5 : 3);
 	}
-	mapped = strchr(addr, ':') && strchr(addr, '.');
+	mapped = strchr(addr, ':') != NULL;	/* IPv6 text, IPv4 family */
 	if (parse_address(addr, &e->family, e->net) != 0)
 		return -1;
 	if (slash) {
@@ -513,11 +513,19 @@ long long wl_signature(const struct wl_list *files)
 }
 
 /* wl_regex - does a regex entry match the subject? A match that runs
- * into a limit is no match, and is logged once per entry. */
+ * into a limit is no match, and is logged once per entry. PCRE2 counts
+ * the match limit afresh at each start position in the subject, so each
+ * position gets its share of RE_MATCH_LIMIT: the whole match stays
+ * within it (without the share, /.+x/ took 0.7 s on an 8 KiB value). */
 static int wl_regex(struct wl_entry *e, const char *subject)
 {
-	int rc = RE(RE_MATCH, re_match_fn)(e->re, (PCRE2_SPTR)subject,
-					   strlen(subject), 0, 0, md, mc);
+	size_t len = strlen(subject);
+	int rc;
+
+	RE(RE_MATCH_LIMIT_FN, re_limit_fn)(mc, (uint32_t)(RE_MATCH_LIMIT
+							  / (len + 1) + 1));
+	rc = RE(RE_MATCH, re_match_fn)(e->re, (PCRE2_SPTR)subject, len, 0, 0,
+				       md, mc);
 
 	if (rc >= 0)
 		return 1;

@@ -1,14 +1,15 @@
 /*
  * fuzz/fuzz.h - what the libFuzzer targets share
  *
- * Each target is one file that includes greylistd.c whole (with main
- * renamed), so that it can call the program's static functions on the
- * real code, not a copy. This header comes first: the system headers,
- * an invariant check that aborts (libFuzzer keeps the input), and
- * helpers for memory-backed files (memfd), which stand in for the
- * connection, the log file, stdout and the admins' files.
- *
- * GREYLISTD_SRC may name another greylistd.c to test (a patched copy).
+ * Each target is one file that includes at most one of the tree's .c
+ * files (greylistd.c or greylistctl.c with main renamed, report.c,
+ * whitelist.c, config.c), so that it can call that file's static
+ * functions on the real code, not a copy; fuzz/run.sh links the other
+ * modules as objects built with the same sanitizers. This header comes
+ * first: the system headers, an invariant check that aborts (libFuzzer
+ * keeps the input), and helpers for memory-backed files (memfd), which
+ * stand in for the connection, the log file, stdout, stderr and the
+ * admins' files.
  */
 
 #define _GNU_SOURCE

@@ -1,52 +1,59 @@
 /*
- * fuzz_dump - the dump loader (load_line) under libFuzzer, and the round
- * trip load -> dump_record -> load.
+ * fuzz_dump - greylistctl's dump loader (load_line: load_note, load_kind,
+ * settle_kinds, load_fields, check_part, unescape, parse_dump_time) and
+ * dump_record under libFuzzer: the round trip load -> dump -> load.
  *
- * The bytes (after a two-byte header) are the lines `greylistd load`
- * reads: each is cut as cmd_load cuts it (at a newline; a NUL ends the
- * string, as fgets and strlen do; "#" lines and empty ones skipped) and
- * given to load_line(). A line it accepts is a record; that record is
- * written by dump_record() (stdout is a memfd) and the line read back
- * must load again. Invariants:
- *   - a loaded T record is a valid triplet (triplet_record);
+ * The bytes (after a two-byte header) are the lines `greylistctl load`
+ * reads: each is cut as load_read cuts it (at a newline, at most
+ * MAX_DUMP_LINE bytes, else skipped as too long; a NUL ends it, as fgets
+ * and strlen do) and given to load_line() with one struct loader for the
+ * whole input, as cmd_load does; a fatal error ends the input, as it
+ * ends the load. A record that loads is written by dump_record() (stdout
+ * is a memfd), and that line is loaded by a second loader that knows the
+ * file's key kind, as a dump of that file would tell it. Invariants:
+ *   - a line that loads adds exactly one record to the batch, or is a
+ *     comment, a blank line or the key-kind note; a line that does not
+ *     load gives a reason and adds nothing;
+ *   - a loaded record is of a shape the reader knows (rec_split: a T
+ *     record is a valid triplet, a C record a client) or a note
+ *     greylistd keeps, with a key that fits MAX_KEY;
  *   - dump_record writes one line of printable ASCII;
- *   - without --privacy the line loads to the very same key and value;
- *   - with --privacy (plain keys are hashed on load), loading is stable
- *     after one round: dump, load, dump, load gives the same record.
+ *   - that line loads again, to the very same key and value, with plain
+ *     keys and with hashed ones (--privacy: a plain record loaded into a
+ *     hashed file becomes a digest under the file's secret, and its dump
+ *     loads as that digest);
+ *   - the key-kind note the loader learned, dumped, loads as the same
+ *     key kind.
+ * Lines of a dump of version 1 ("# greylistd dump 1" first, notes as
+ * "M VALUE NAME") are read as such.
  *
- * Header: h[0] & 1: --privacy; h[0] & 2: a small key buffer of
- * 67 + h[1] bytes (load_line takes its size: the bounds are tested with
- * short inputs; 67 holds "T\n", a digest and the NUL, as MAX_KEY does);
- * otherwise MAX_KEY, as cmd_load.
+ * Header: h[0] & 1: --privacy; h[0] & 2: the database already holds a
+ * key kind (a fixed secret when hashed), else it is new; h[0] & 4: that
+ * kind is the other one than --privacy says (load must refuse); h[0] & 8:
+ * --raw (dump times as Unix seconds). h[1] is not used (it held a key
+ * buffer's size for an older load_line).
  */
 
 #include "fuzz.h"
 
-#define main greylistd_main
-#ifdef GREYLISTD_SRC
-#include GREYLISTD_SRC
-#else
-#include "../greylistd.c"
-#endif
+#define main greylistctl_main
+#include "greylistctl.c"
 #undef main
 
 static int out_fd = -1;
 
-struct loaded {
-	char key[MAX_KEY];
-	char val[MAX_RECORD * 4 + 1];
-	datum k, v;
-};
+/* The database's key kind when it has one (h[0] & 2). */
+static struct key_kind file_kind;
 
-/* fz_redump - dump_record's line for a record, without its newline; it is
- * also checked to be one printable line */
-static char *fz_redump(const struct loaded *l)
+/* redump - dump_record's line for a record, without its newline; it is
+ * checked to be one printable line */
+static char *redump(datum k, datum v)
 {
 	static char *line;
 	size_t len;
 	char *out;
 
-	dump_record(l->k, l->v);
+	dump_record(k, v);
 	CHECK(fflush(stdout) == 0, "stdout");
 	out = fz_take(out_fd, &len);
 	CHECK(len > 0 && out[len - 1] == '\n'
@@ -61,55 +68,141 @@ static char *fz_redump(const struct loaded *l)
 	return line;
 }
 
-/* fz_load - load_line into l; NULL or why not */
-static const char *fz_load(char *line, size_t ksize, struct loaded *l)
+/* is_note_key - the key of a note greylistd keeps, other than the key
+ * kind (which load never stores) */
+static int is_note_key(datum k)
 {
-	return load_line(line, l->key, ksize, &l->k, l->val, sizeof(l->val),
-			 &l->v);
+	int i;
+
+	for (i = 0; i < NOTE_COUNT; i++)
+		if (i != NOTE_KEYS && k.dsize == note_key((enum note)i).dsize
+		    && memcmp(k.dptr, note_key((enum note)i).dptr,
+			      (size_t)k.dsize) == 0)
+			return 1;
+	return 0;
 }
 
-/* fz_same - two loaded records are byte for byte one */
-static int fz_same(const struct loaded *a, const struct loaded *b)
+/* check_shape - a loaded record is one the reader knows */
+static void check_shape(datum k, datum v, const char *orig)
 {
-	return a->k.dsize == b->k.dsize && a->v.dsize == b->v.dsize
-		&& memcmp(a->k.dptr, b->k.dptr, (size_t)a->k.dsize) == 0
-		&& memcmp(a->v.dptr, b->v.dptr, (size_t)a->v.dsize) == 0;
-}
-
-/* check_dump_line - load one line; when it loads, the round trip */
-static void check_dump_line(char *line, size_t ksize)
-{
-	static struct loaded a, b, c;
-	static char orig[MAX_DUMP_LINE + 2];
-	const char *why;
 	long long f[T_FIELDS];
-	char *d1, *d2, kind;
+	struct rec r;
 
-	snprintf(orig, sizeof(orig), "%s", line);
-	kind = orig[strspn(orig, " ")];
-	if (fz_load(line, ksize, &a))
-		return;
-	CHECK(a.k.dsize >= 0 && (size_t)a.k.dsize < ksize && a.v.dsize >= 0
-	      && (kind == 'X' || a.v.dsize > 0),
-	      "sizes %d %d", a.k.dsize, a.v.dsize);
-	if (kind == 'T')
-		CHECK(triplet_record(a.v, f), "a T record that is no triplet:"
-		      " %.200s", orig);
-	d1 = fz_redump(&a);
-	why = fz_load(d1, ksize, &b);
-	CHECK(!why, "\"%.300s\" loaded, dumped as \"%.300s\", which does not"
-	      " load: %s", orig, fz_redump(&a), why);
-	if (!cfg.privacy) {
-		CHECK(fz_same(&a, &b), "\"%.300s\" loaded, dumped as \"%.300s\","
-		      " loads as another record", orig, fz_redump(&a));
+	CHECK(k.dsize > 2 && (size_t)k.dsize < MAX_KEY && v.dsize > 0
+	      && (size_t)v.dsize < MAX_RECORD,
+	      "sizes %d %d: %.200s", k.dsize, v.dsize, orig);
+	if (k.dptr[0] == 'M') {
+		CHECK(is_note_key(k) && record_decode(v, f, 1) == 0,
+		      "a note greylistd does not keep: %.200s", orig);
 		return;
 	}
-	d2 = fz_redump(&b);
-	why = fz_load(d2, ksize, &c);
-	CHECK(!why, "--privacy: \"%.300s\" dumped as \"%.300s\" does not"
-	      " load: %s", orig, fz_redump(&b), why);
-	CHECK(fz_same(&b, &c), "--privacy: \"%.300s\" is not stable after one"
-	      " round: %s", orig, fz_redump(&b));
+	rec_split(k, v, &r);
+	CHECK(r.kind == k.dptr[0] && (r.kind == 'T' || r.kind == 'C'),
+	      "\"%.200s\" loaded as a record of no known shape (%c)", orig,
+	      r.kind);
+	if (r.kind == 'T')
+		CHECK(triplet_record(v, f), "a T record that is no triplet:"
+		      " %.200s", orig);
+}
+
+/* same - two records are byte for byte one */
+static int same(datum a, datum b)
+{
+	return a.dsize == b.dsize
+		&& memcmp(a.dptr, b.dptr, (size_t)a.dsize) == 0;
+}
+
+/* check_round_trip - the record last loaded, dumped and loaded again by
+ * a loader that knows the file's key kind */
+static void check_round_trip(const struct loader *l, const char *orig)
+{
+	static char line[MAX_DUMP_LINE + 2];
+	struct loader b = { .version = 2 };
+	datum k = l->keys.d[l->keys.n - 1], v = l->vals.d[l->vals.n - 1];
+	const char *why;
+	int fatal = 0;
+	char *d;
+
+	check_shape(k, v, orig);
+	d = redump(k, v);
+	snprintf(line, sizeof(line), "%s", d);
+	b.dump = b.file = l->file;
+	b.dump_known = b.file_known = 1;
+	b.line = 2;
+	why = load_line(&b, line, &fatal);
+	CHECK(!why && b.keys.n == 1, "\"%.300s\" loaded, dumped as \"%.300s\","
+	      " which does not load: %s", orig, d, why ? why : "no record");
+	CHECK(same(b.keys.d[0], k) && same(b.vals.d[0], v), "\"%.300s\""
+	      " loaded, dumped as \"%.300s\", loads as another record", orig,
+	      d);
+	batch_free(&b.keys);
+	batch_free(&b.vals);
+}
+
+/* check_kind_note - the key kind the loader learned from a note, as the
+ * note dump writes, loads as the same kind */
+static void check_kind_note(const struct loader *l, const char *orig)
+{
+	static char line[MAX_DUMP_LINE + 2];
+	struct loader b = { .version = 2 };
+	char value[MAX_RECORD];
+	const char *why;
+	size_t o, i;
+	int fatal = 0;
+	char *d;
+
+	o = (size_t)snprintf(value, sizeof(value), "1 %s", l->dump.hashed
+			     ? "hmac-sha256 " : "plain");
+	for (i = 0; l->dump.hashed && i < sizeof(l->dump.secret); i++)
+		o += (size_t)snprintf(value + o, sizeof(value) - o, "%02x",
+				      l->dump.secret[i]);
+	d = redump(note_key(NOTE_KEYS), (datum){ value, (int)o });
+	snprintf(line, sizeof(line), "%s", d);
+	b.file = l->file;
+	b.file_known = l->file_known;
+	b.line = 2;
+	why = load_line(&b, line, &fatal);
+	CHECK(!why && b.keys.n == 0 && b.dump_known
+	      && b.dump.hashed == l->dump.hashed
+	      && memcmp(b.dump.secret, l->dump.secret, sizeof(b.dump.secret))
+	      == 0, "the key-kind note \"%.200s\", dumped as \"%.200s\", does"
+	      " not load as the same kind: %s", orig, d, why ? why : "another");
+}
+
+/* check_line - load one line; what it adds, and the round trip */
+static int check_line(struct loader *l, char *line)
+{
+	static char orig[MAX_DUMP_LINE + 2];
+	size_t nkeys = l->keys.n;
+	int fatal = 0, knew = l->dump_known;
+	const char *why;
+
+	snprintf(orig, sizeof(orig), "%s", line);
+	l->line++;
+	why = load_line(l, line, &fatal);
+	CHECK(l->keys.n == l->vals.n, "%zu keys, %zu values", l->keys.n,
+	      l->vals.n);
+	if (why) {
+		CHECK(l->keys.n == nkeys, "\"%.200s\" added a record, but: %s",
+		      orig, why);
+		return fatal;
+	}
+	CHECK(!fatal, "fatal without a reason");
+	if (orig[0] == '#' || !orig[0]) {
+		CHECK(l->keys.n == nkeys, "a comment added a record: %.200s",
+		      orig);
+		return 0;
+	}
+	if (l->keys.n == nkeys) {
+		CHECK(!knew && l->dump_known && orig[strspn(orig, " ")] == 'M',
+		      "\"%.200s\" loaded, but added nothing", orig);
+		check_kind_note(l, orig);
+		return 0;
+	}
+	CHECK(l->keys.n == nkeys + 1, "\"%.200s\" added %zu records", orig,
+	      l->keys.n - nkeys);
+	check_round_trip(l, orig);
+	return 0;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -117,34 +210,55 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	size_t i;
+
 	(void)argc;
 	(void)argv;
+	setenv("TZ", "UTC", 1);
+	tzset();
 	out_fd = fz_memfd("stdout");
 	if (dup2(out_fd, 1) != 1)
 		abort();
+	if (!lib_symbol(LIB_NETTLE, 2)) {
+		fprintf(stderr, "fuzz_dump: libnettle.so.8 cannot be loaded:"
+			" hashed keys cannot be tested\n");
+		abort();
+	}
+	for (i = 0; i < sizeof(file_kind.secret); i++)
+		file_kind.secret[i] = (unsigned char)(i * 37 + 11);
 	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char line[MAX_DUMP_LINE + 2];
-	size_t i = 2, n, ksize;
+	struct loader l = { .version = 2 };
+	size_t i = 2, n;
+	const uint8_t *nl;
 
 	if (size < 2)
 		return 0;
 	cfg.privacy = data[0] & 1;
-	ksize = data[0] & 2 ? 67 + (size_t)data[1] : MAX_KEY;
+	opt_raw = (data[0] & 8) != 0;
+	if (data[0] & 2) {
+		l.file = file_kind;
+		l.file.hashed = (int)(cfg.privacy ^ ((data[0] & 4) != 0));
+		l.file_known = 1;
+	}
 	while (i < size) {
-		const uint8_t *nl = memchr(data + i, '\n', size - i);
-
+		nl = memchr(data + i, '\n', size - i);
 		n = nl ? (size_t)(nl - (data + i)) : size - i;
-		if (n <= MAX_DUMP_LINE) {
+		if (n <= MAX_DUMP_LINE || (!nl && n == MAX_DUMP_LINE + 1)) {
 			memcpy(line, data + i, n);
 			line[n] = 0;
-			if (line[0] != '#' && line[0] != 0)
-				check_dump_line(line, ksize);
+			if (check_line(&l, line))
+				break;
+		} else {
+			l.line++;	/* "line too long", skipped */
 		}
 		i += n + 1;
 	}
+	batch_free(&l.keys);
+	batch_free(&l.vals);
 	return 0;
 }

@@ -1,31 +1,42 @@
 /*
- * fuzz_request - the policy request reader and parser, then the parts of
- * policy() that need no database, under libFuzzer.
+ * fuzz_request - greylistd.c's request reader and parser, then the parts
+ * of the serve path that need no database, under libFuzzer.
  *
  * The bytes are a connection: they are put in a memfd that serves as the
  * connection's input, and read_request() reads them through the real
- * buffer, its compaction, the line checks and the attribute parsing.
- * read(2) is wrapped to return short counts on a schedule the input
- * chooses, as a socket does, so that requests arrive in pieces. A simple
- * model of the protocol says, independently, what each request should
- * give: its attributes, a violation or the end of the input; the two
- * must agree.
+ * buffer, its compaction, the line checks (check_line, as each line
+ * arrives) and the attribute parsing. read(2) is wrapped to return short
+ * counts on a schedule the input chooses, as a socket does, so that
+ * requests arrive in pieces. A simple model of the protocol says,
+ * independently, what each request should give: its attributes, a
+ * violation or the end of the input; the two must agree. The model: a
+ * line ends at LF, and a CR just before the LF is not part of it
+ * (telnet's CRLF); any other CR, a NUL, a line over MAX_LINE, a
+ * non-empty line without "=" or starting with "=", input ending inside
+ * a request, a request over MAX_REQUEST or MAX_ATTRS, an attribute
+ * greylistd reads given twice, or no request=smtpd_access_policy is a
+ * violation.
  *
- * Each request that parses then goes through client_net(),
- * normalise_sender(), lower(), the whitelist (wl_client, wl_recipient),
- * a verdict (the real one when the whitelist decides, else one the
- * database could give), log_decision() into a memfd log file and
- * format_reply(), with these invariants:
- *   - attribute values hold no NUL or newline;
- *   - client_net accepts exactly what inet_pton accepts, and its address,
- *     network and auto-whitelist key are consistent;
- *   - normalise_sender's output is no longer than its input;
+ * Each request that parses then goes through make_triplet() (client_net,
+ * normalise_sender, lower), whitelisted() with the whitelist set of
+ * greylistd.c (loaded by wl_load, as wl_refresh does), a verdict (the
+ * real one when the whitelist decides, else one the database could
+ * give), log_decision() into the --log-file (a memfd, opened by
+ * log_open) and format_reply(), with these invariants:
+ *   - attribute values hold no NUL, CR or newline;
+ *   - make_triplet accepts exactly what inet_pton accepts, and its
+ *     address, network and auto-whitelist key are consistent with the
+ *     prefix lengths; the recipient is the value in ASCII lower case;
+ *     the normalised sender is no longer than the value;
+ *   - wl_client gives only client entries, wl_recipient only recipient
+ *     entries; a match that gives up logs only its warning;
  *   - a reply starts with "action=", ends with "\n\n" and is otherwise
  *     printable ASCII;
  *   - log_value's output is printable ASCII, at most LOG_VALUE_MAX + 3
  *     bytes, and unescapes to (a prefix of) the value;
- *   - the decision line is one printable line, and `greylistd report`'s
- *     field() reads back each value that was not cut.
+ *   - the decision line is one printable line, and log_field (what
+ *     greylistctl report reads it with) gives back each value that was
+ *     not cut, and none that was not logged.
  *
  * Input: a 4-byte header, then the connection's bytes.
  *   h[0] & 3 == 3	a filler of complete requests comes first, so that
@@ -41,6 +52,9 @@
  */
 
 #include "fuzz.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
 
 /* The connection's fd, and the short-read schedule. */
 static int conn_fd = -1;
@@ -61,13 +75,16 @@ static ssize_t fz_read(int fd, void *buf, size_t n)
 
 #define read(fd, buf, n) fz_read(fd, buf, n)
 #define main greylistd_main
-#ifdef GREYLISTD_SRC
-#include GREYLISTD_SRC
-#else
-#include "../greylistd.c"
-#endif
+#include "greylistd.c"
 #undef main
 #undef read
+
+/* The log file (a memfd), as this process sees it. */
+static int log_mem = -1;
+
+/* The first 12 bytes of an IPv4-mapped IPv6 address. */
+static const unsigned char v4mapped[12] =
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
 /* A small whitelist of every kind, loaded once. */
 static const char whitelist[] =
@@ -99,43 +116,54 @@ struct mreq {
 
 enum { M_OK, M_EOF, M_VIOLATION };
 
+/* model_line - the line at s[q, n): its length without the LF and
+ * without a CR just before it, in *len, and where the next one starts,
+ * in *next; -1 when it is incomplete or breaks a rule of every line:
+ * over MAX_LINE, a NUL, another CR, not empty nor name=value */
+static int model_line(const char *s, size_t n, size_t q, size_t *len,
+		      size_t *next)
+{
+	const char *nl = memchr(s + q, '\n', n - q), *eq;
+	size_t l;
+
+	if (!nl)
+		return -1;
+	l = (size_t)(nl - (s + q));
+	*next = q + l + 1;
+	if (l > 0 && s[q + l - 1] == '\r')
+		l--;
+	*len = l;
+	if (l > MAX_LINE || memchr(s + q, 0, l) || memchr(s + q, '\r', l))
+		return -1;
+	eq = memchr(s + q, '=', l);
+	if (l > 0 && (!eq || eq == s + q))
+		return -1;
+	return 0;
+}
+
 /* model_next - the next request of s[*pos, n), as the protocol says it
- * must be read: lines of at most MAX_LINE bytes without NUL, ended by an
- * empty line; at most MAX_REQUEST bytes in all; every line name=value
- * with a name; at most MAX_ATTRS of them; no attribute greylistd reads
- * given twice; request=smtpd_access_policy. Input that ends inside a
- * request is a violation. */
+ * must be read (see the header); M_EOF at the end of the input */
 static int model_next(const char *s, size_t n, size_t *pos, struct mreq *m)
 {
-	size_t p = *pos, q = p, len, namelen, nattrs = 0, line;
-	const char *nl, *eq;
+	size_t q = *pos, len, next, namelen, nattrs = 0;
+	const char *eq;
 	int i;
 
 	memset(m, 0, sizeof(*m));
-	if (p == n)
+	if (q == n)
 		return M_EOF;
-	for (;;) {
-		if (!(nl = memchr(s + q, '\n', n - q)))
+	for (;; q = next) {
+		if (model_line(s, n, q, &len, &next) != 0)
 			return M_VIOLATION;
-		len = (size_t)(nl - (s + q));
-		if (len > MAX_LINE || memchr(s + q, 0, len))
-			return M_VIOLATION;
-		q += len + 1;
 		if (len == 0)
 			break;
-	}
-	if (q - p > MAX_REQUEST)
-		return M_VIOLATION;
-	for (line = p; line < q - 1; line += len + 1) {
-		nl = memchr(s + line, '\n', q - line);
-		len = (size_t)(nl - (s + line));
-		eq = memchr(s + line, '=', len);
-		if (!eq || eq == s + line || ++nattrs > MAX_ATTRS)
+		if (++nattrs > MAX_ATTRS)
 			return M_VIOLATION;
-		namelen = (size_t)(eq - (s + line));
+		eq = memchr(s + q, '=', len);
+		namelen = (size_t)(eq - (s + q));
 		for (i = 0; i < A_COUNT; i++) {
 			if (strlen(attr_names[i]) != namelen
-			    || memcmp(attr_names[i], s + line, namelen) != 0)
+			    || memcmp(attr_names[i], s + q, namelen) != 0)
 				continue;
 			if (m->v[i])
 				return M_VIOLATION;
@@ -143,10 +171,12 @@ static int model_next(const char *s, size_t n, size_t *pos, struct mreq *m)
 			m->len[i] = len - namelen - 1;
 		}
 	}
+	if (next - *pos > MAX_REQUEST)
+		return M_VIOLATION;
 	if (!m->v[A_REQUEST] || m->len[A_REQUEST] != 19
 	    || memcmp(m->v[A_REQUEST], "smtpd_access_policy", 19) != 0)
 		return M_VIOLATION;
-	*pos = q;
+	*pos = next;
 	return M_OK;
 }
 
@@ -207,27 +237,30 @@ static void check_log_value(const char *v)
 	      "log_value does not unescape to the value: %s", out);
 }
 
-/* check_client_net - client_net against inet_pton */
-static int check_client_net(const char *text, struct triplet *t)
+/* check_triplet - make_triplet against inet_pton and the prefix
+ * lengths; its return code */
+static int check_triplet(const struct request *r, struct triplet *t)
 {
+	const char *text = r->attr[A_CLIENT_ADDRESS];
+	const char *rcpt = r->attr[A_RECIPIENT], *sender = r->attr[A_SENDER];
 	unsigned char b[16], a2[16], n2[16], m[16];
 	int v4 = inet_pton(AF_INET, text, b) == 1;
 	int v6 = !v4 && inet_pton(AF_INET6, text, b) == 1;
 	int mapped = v6 && memcmp(b, v4mapped, 12) == 0;
-	int rc = client_net(text, t), fam;
+	int rc = make_triplet(text, sender, rcpt, t), fam;
 	size_t len, i;
 	long long bits;
 
-	CHECK((rc == 0) == (v4 || v6), "client_net(%.80s) = %d", text, rc);
+	CHECK((rc == 0) == (v4 || v6), "make_triplet(%.80s) = %d", text, rc);
 	if (rc != 0)
 		return rc;
 	fam = v4 || mapped ? AF_INET : AF_INET6;
 	len = fam == AF_INET ? 4 : 16;
-	CHECK(t->family == fam, "client_net(%.80s): family", text);
+	CHECK(t->family == fam, "make_triplet(%.80s): family", text);
 	CHECK(memcmp(t->bin, mapped ? b + 12 : b, len) == 0,
-	      "client_net(%.80s): address", text);
+	      "make_triplet(%.80s): address", text);
 	CHECK(inet_pton(fam, t->addr, a2) == 1 && memcmp(a2, t->bin, len) == 0,
-	      "client_net(%.80s): text %s", text, t->addr);
+	      "make_triplet(%.80s): text %s", text, t->addr);
 	memcpy(m, t->bin, len);
 	bits = cfg.lookup_by_host ? (long long)len * 8
 		: fam == AF_INET ? cfg.ipv4cidr : cfg.ipv6cidr;
@@ -235,9 +268,18 @@ static int check_client_net(const char *text, struct triplet *t)
 		if ((long long)i >= bits)
 			m[i / 8] &= (unsigned char)~(0x80 >> (i % 8));
 	CHECK(inet_pton(fam, t->net, n2) == 1 && memcmp(n2, m, len) == 0,
-	      "client_net(%.80s): network %s", text, t->net);
+	      "make_triplet(%.80s): network %s", text, t->net);
 	CHECK(strcmp(t->client, fam == AF_INET ? t->addr : t->net) == 0,
-	      "client_net(%.80s): client key %s", text, t->client);
+	      "make_triplet(%.80s): client key %s", text, t->client);
+	CHECK(strlen(t->recipient) == strlen(rcpt),
+	      "lower changed the recipient's length");
+	for (i = 0; rcpt[i]; i++)
+		CHECK(t->recipient[i] == (rcpt[i] >= 'A' && rcpt[i] <= 'Z'
+					  ? rcpt[i] + 32 : rcpt[i]),
+		      "the recipient %.80s lower-cased as %.80s", rcpt,
+		      t->recipient);
+	CHECK(strlen(t->sender) <= strlen(sender),
+	      "normalise_sender made %.80s longer: %.80s", sender, t->sender);
 	return 0;
 }
 
@@ -250,7 +292,7 @@ static void check_log(const struct request *r, const struct outcome *o)
 	char *s;
 
 	log_decision(r, o);
-	s = fz_take(log_fd, &len);
+	s = fz_take(log_mem, &len);
 	if (!verdicts[o->v].action) {
 		CHECK(len == 0, "a line logged for no decision: %s", s);
 		return;
@@ -271,8 +313,8 @@ static void check_log(const struct request *r, const struct outcome *o)
 	s[len - 1] = 0;
 	for (i = 0; i < NLOGGED; i++) {
 		const char *v = r->attr[logged_attrs[i].id];
-		const char *f = field(msg, attr_names[logged_attrs[i].id], got,
-				      sizeof(got));
+		const char *f = log_field(msg, attr_names[logged_attrs[i].id],
+					  got, sizeof(got));
 
 		if (!v || !*v) {
 			CHECK(!f, "%s read back though not logged: %s",
@@ -305,6 +347,23 @@ static void check_reply(const struct request *r, const struct outcome *o,
 static const enum verdict db_verdicts[] =
 	{ V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_FAIL_OPEN };
 
+/* check_gave_up - what the whitelist logged: nothing, or only that a
+ * regex gave up (once per entry) */
+static void check_gave_up(void)
+{
+	size_t len;
+	char *s = fz_take(log_mem, &len), *line, *nl;
+
+	for (line = s; line < s + len; line = nl + 1) {
+		nl = memchr(line, '\n', (size_t)(s + len - line));
+		CHECK(nl, "a log line without its newline: %s", line);
+		*nl = 0;
+		CHECK(strstr(line, "]: warning: ")
+		      && strstr(line, ": the regular expression gave up ("),
+		      "the whitelist logged: %s", line);
+	}
+}
+
 /* check_policy - policy() up to the database, then answer and log */
 static void check_policy(const struct request *r, unsigned k)
 {
@@ -317,38 +376,28 @@ static void check_policy(const struct request *r, unsigned k)
 
 	for (i = 0; i < A_COUNT; i++)
 		if (r->attr[i]) {
-			CHECK(!strchr(r->attr[i], '\n'), "newline in %s",
+			CHECK(!strpbrk(r->attr[i], "\r\n"), "CR or LF in %s",
 			      attr_names[i]);
 			check_log_value(r->attr[i]);
 		}
 	memset(&o, 0, sizeof(o));
 	if (state && strcmp(state, "RCPT") != 0) {
 		o.v = V_NOT_RCPT;
-	} else if (!r->attr[A_CLIENT_ADDRESS] || !r->attr[A_SENDER]
-		   || !r->attr[A_RECIPIENT]) {
+	} else if (missing(r)) {
 		bad_request(&o, "no sender");
-	} else if (check_client_net(r->attr[A_CLIENT_ADDRESS], &t) != 0) {
+	} else if (check_triplet(r, &t) != 0) {
 		bad_request(&o, "client_address is not an IP address");
 	} else {
-		lower(t.recipient, r->attr[A_RECIPIENT]);
-		CHECK(strlen(t.recipient) == strlen(r->attr[A_RECIPIENT]),
-		      "lower changed the length");
-		for (i = 0; t.recipient[i]; i++)
-			CHECK(!(t.recipient[i] >= 'A' && t.recipient[i] <= 'Z'),
-			      "lower left upper case");
 		o.v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
 		lower(tmp, r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : "");
-		e = wl_client(t.family, t.bin, tmp);
+		e = wl_client(&whitelists, t.family, t.bin, tmp);
 		CHECK(!e || e->kind == WL_NET || e->kind == WL_HOST
 		      || e->kind == WL_CLIENT_RE, "wl_client: a recipient entry");
-		e = wl_recipient(t.recipient);
+		e = wl_recipient(&whitelists, t.recipient);
 		CHECK(!e || e->kind == WL_USER || e->kind == WL_ADDRESS
 		      || e->kind == WL_DOMAIN || e->kind == WL_RCPT_RE,
 		      "wl_recipient: a client entry");
-		normalise_sender(t.sender, r->attr[A_SENDER]);
-		CHECK(strlen(t.sender) <= strlen(r->attr[A_SENDER]),
-		      "normalise_sender made %.80s longer: %.80s",
-		      r->attr[A_SENDER], t.sender);
+		check_gave_up();
 		if (o.v == V_NEW) {
 			o.v = db_verdicts[k % 6];
 			o.seconds = (long long)(k * 37 % 400);
@@ -400,7 +449,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char p1[64], p2[64];
+	static char p1[64], p2[64], p3[64];
 	static struct wl_list files;
 	int fd;
 
@@ -408,7 +457,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	setenv("TZ", "UTC", 1);
 	tzset();
-	log_fd = fz_memfd("log");
+	log_mem = fz_memfd("log");
+	cfg.log_file = fz_path(log_mem, p3, sizeof(p3));
+	log_open();
 	conn_fd = fz_memfd("conn");
 	cfg.hostname = "mx.example";
 	cfg.timeout = 5;
@@ -420,9 +471,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fz_set(fd, postgrey_clients, sizeof(postgrey_clients) - 1);
 	files.path[files.n] = fz_path(fd, p2, sizeof(p2));
 	files.format[files.n++] = WLF_CLIENTS;
-	wl_load(&files);
-	if (wl.problems || wl.n < 20) {
-		fprintf(stderr, "fuzz_request: the whitelist did not load\n");
+	if (config_errors || wl_load(&whitelists, &files, WLR_COUNT, 1) != 0
+	    || whitelists.n < 22) {
+		fprintf(stderr, "fuzz_request: the log or the whitelist did not"
+			" open (%d, %d problems, %zu entries)\n", config_errors,
+			whitelists.problems, whitelists.n);
 		abort();
 	}
 	return 0;
@@ -479,7 +532,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		want = model_next(stream, n, &pos, &m);
 		got = read_request(&c, &r);
-		logged = fz_take(log_fd, &loglen);
+		logged = fz_take(log_mem, &loglen);
 		if (want == M_EOF) {
 			CHECK(got == RD_EOF, "end of input read as %d", got);
 			CHECK(loglen == 0, "logged at the end: %s", logged);

@@ -6,12 +6,20 @@
 #   fuzz/run.sh --replay [TARGET...]    run every file of fuzz/regressions/
 #                                       TARGET/ and fuzz/corpus/TARGET/ once
 #
-# Targets: request, whitelist, report, dump (all by default); each is
-# fuzz/fuzz_TARGET.c, which includes greylistd.c whole (see its header).
+# Targets: request, whitelist, report, dump, config (all by default); each
+# is fuzz/fuzz_TARGET.c. The shared modules (config.c log.c triplet.c
+# rule.c whitelist.c db.c) are compiled once with the fuzzer's flags into
+# $FUZZ_OUT/obj/ and linked into every target; a target includes at most
+# the one .c file whose static functions it tests (target_include below),
+# and the other files it needs are linked as objects, a file with a main()
+# compiled with -Dmain=NAME_main. See each target's header.
 #
 # Everything built or found goes under $FUZZ_OUT (fuzz/out, git-ignored):
 #   fuzz_TARGET          the binaries (ASan, UBSan, libFuzzer), rebuilt when
-#                        a source is newer
+#                        a source is newer (any *.c or *.h of the tree,
+#                        fuzz/fuzz_TARGET.c, fuzz/fuzz.h, this script) or
+#                        the flags changed
+#   obj/                 the objects of the tree's files
 #   corpus/TARGET/       the inputs the fuzzer found worth keeping; the seeds
 #                        in fuzz/corpus/TARGET/ are read too, never written
 #   crashes/TARGET/      a crashing, hanging (-timeout=10) or memory-hungry
@@ -22,23 +30,32 @@
 # replayed by every run of the suite from then on.
 #
 # Environment: FUZZ_CC (clang), FUZZ_OUT, FUZZ_CFLAGS (more flags),
-# GREYLISTD_SRC (another greylistd.c to include, e.g. a patched copy).
+# FUZZ_SRC (the source tree to build, e.g. a patched copy; the one above
+# fuzz/ by default). FUZZ_SRC replaces GREYLISTD_SRC, which named one
+# greylistd.c to include when that file was the whole program.
 #
 # Output: one line per target,
 #   fuzz: TARGET: ok, 123456 runs in 15 s, cov: 394, exec/s: 8230
 #   fuzz: TARGET: CRASH (deadly signal) input: fuzz/out/crashes/...
 #   fuzz: TARGET: replay: ok, 9 files   |   replay: FAIL FILE (why)
+#   fuzz: TARGET: build warnings: ...    (a build that is not clean)
 # Exit status: 0 when nothing crashed; 1 when a target crashed or a
 # replayed file failed; 2 when clang or the fuzzer runtime is missing or
 # a target does not build (never a silent skip).
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC=$(cd "${FUZZ_SRC:-$HERE/..}" 2>/dev/null && pwd) \
+	|| { echo "fuzz: FUZZ_SRC=${FUZZ_SRC:-}: no such directory" >&2; exit 2; }
 OUT=${FUZZ_OUT:-$HERE/out}
 CC=${FUZZ_CC:-clang}
-ALL_TARGETS="request whitelist report dump"
-CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-	-fno-sanitize-recover=undefined -Wall -Wextra ${FUZZ_CFLAGS:-}"
+ALL_TARGETS="request whitelist report dump config"
+# Objects get the sanitizers and the fuzzer's coverage, not its main();
+# the targets are linked with -fsanitize=fuzzer, which brings it.
+COMMON="-g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+	-Wall -Wextra ${FUZZ_CFLAGS:-}"
+OBJFLAGS="-fsanitize=fuzzer-no-link,address,undefined $COMMON"
+CFLAGS="-fsanitize=fuzzer,address,undefined $COMMON"
 LIMITS="-timeout=10 -rss_limit_mb=512"
 # ASan keeps 256 MB of freed memory by default and returns little to the
 # system: with regcomp's many small allocations the whitelist target grows
@@ -73,26 +90,111 @@ toolchain() {
 	rm -f "$OUT/probe" "$OUT/probe.c" "$OUT/probe.log"
 }
 
+# target_include TARGET - the tree's .c file the target includes (its
+# static functions are what it tests), or nothing
+target_include() {
+	case $1 in
+	request) echo greylistd ;;
+	whitelist) echo whitelist ;;
+	report) echo report ;;
+	dump) echo greylistctl ;;
+	config) echo config ;;
+	esac
+}
+
+# target_objects TARGET - the tree's files linked into it as objects
+target_objects() {
+	local inc m
+	inc=$(target_include "$1")
+	for m in config log triplet rule whitelist db redis; do
+		[ "$m" = "$inc" ] || echo "$m"
+	done
+	case $1 in
+	report) echo greylistctl ;;	# say(), print_escaped(), snap_take()
+	dump) echo report ;;		# greylistctl.c's main() calls it
+	esac
+}
+
+# target_libs TARGET - the libraries it links
+target_libs() {
+	case $1 in
+	report|dump) echo "-lgdbm -lpcre2-8 -lsystemd" ;;
+	*) echo "-lgdbm -lpcre2-8" ;;
+	esac
+}
+
+# newer_than FILE PATH... - FILE is missing, or a PATH is newer
+newer_than() {
+	local f=$1 p
+	shift
+	[ -e "$f" ] || return 0
+	for p in "$@"; do
+		[ "$p" -nt "$f" ] && return 0
+	done
+	return 1
+}
+
+# warnings LOG WHAT - say so when the log of the build that made the
+# object or binary there holds a warning (on every run, not only the one
+# that built it)
+warnings() {
+	if grep -q 'warning:' "$1"; then
+		echo "fuzz: $2: build warnings: $(grep -m 3 'warning:' "$1" | tr '\n' ' ')"
+	fi
+}
+
+# object NAME - $OUT/obj/NAME.o from the tree's NAME.c, when missing or
+# older than it, a header or this script (once per run: the targets
+# share it); a file with a main() gets it renamed to NAME_main
+declare -A OBJECT_DONE
+
+object() {
+	local m=$1 o=$OUT/obj/$1.o def=()
+	[ -n "${OBJECT_DONE[$m]:-}" ] && return 0
+	OBJECT_DONE[$m]=1
+	case $m in
+	greylistd|greylistctl) def=("-Dmain=${m}_main") ;;
+	esac
+	if newer_than "$o" "$SRC/$m.c" "$SRC"/*.h "$HERE/run.sh" \
+		"$OUT/obj/flags"; then
+		# shellcheck disable=SC2086
+		$CC $OBJFLAGS "${def[@]}" -I"$SRC" -c -o "$o.tmp.$$" \
+			"$SRC/$m.c" > "$OUT/logs/build-$m.o.log" 2>&1 \
+			|| die "$m.c does not build: $(grep -m 3 -E 'error|warning' "$OUT/logs/build-$m.o.log")"
+		mv -f "$o.tmp.$$" "$o" || die "cannot install $o"
+	fi
+	warnings "$OUT/logs/build-$m.o.log" "$m.c"
+}
+
+# build_flags - $OUT/obj/flags holds the compiler and flags the objects
+# were built with; changed flags rebuild everything
+build_flags() {
+	local now="$CC $CFLAGS $OBJFLAGS $SRC"
+	mkdir -p "$OUT/obj" || die "cannot create $OUT/obj"
+	[ "$(cat "$OUT/obj/flags" 2>/dev/null)" = "$now" ] \
+		|| echo "$now" > "$OUT/obj/flags"
+}
+
 # build TARGET - $OUT/fuzz_TARGET, when missing or older than a source
 build() {
-	local t=$1 bin=$OUT/fuzz_$1 src=${GREYLISTD_SRC:-$HERE/../greylistd.c}
-	local def=()
+	local t=$1 bin=$OUT/fuzz_$1 m objs=()
 	[ -f "$HERE/fuzz_$t.c" ] || die "no target $t (no $HERE/fuzz_$t.c)"
-	if [ -x "$bin" ] && [ "$bin" -nt "$HERE/fuzz_$t.c" ] \
-		&& [ "$bin" -nt "$HERE/fuzz.h" ] && [ "$bin" -nt "$src" ] \
-		&& [ "$bin" -nt "$0" ]; then
-		return 0
+	for m in $(target_objects "$t"); do
+		object "$m"
+		objs+=("$OUT/obj/$m.o")
+	done
+	if newer_than "$bin" "$HERE/fuzz_$t.c" "$HERE/fuzz.h" "$SRC"/*.c \
+		"$SRC"/*.h "$HERE/run.sh" "$OUT/obj/flags" "${objs[@]}"; then
+		# Built beside and renamed, so that a concurrent run never
+		# sees half. -iquote: #include "greylistd.c" is the tree's.
+		# shellcheck disable=SC2086
+		$CC $CFLAGS -iquote "$SRC" -o "$bin.tmp.$$" "$HERE/fuzz_$t.c" \
+			"${objs[@]}" $(target_libs "$t") \
+			> "$OUT/logs/build-$t.log" 2>&1 \
+			|| die "$t does not build: $(grep -m 3 -E 'error|warning' "$OUT/logs/build-$t.log")"
+		mv -f "$bin.tmp.$$" "$bin" || die "cannot install $bin"
 	fi
-	[ -n "${GREYLISTD_SRC:-}" ] && def=("-DGREYLISTD_SRC=\"$GREYLISTD_SRC\"")
-	# Built beside and renamed, so that a concurrent run never sees half.
-	# shellcheck disable=SC2086
-	$CC $CFLAGS "${def[@]}" -o "$bin.tmp.$$" "$HERE/fuzz_$t.c" -lgdbm \
-		> "$OUT/logs/build-$t.log" 2>&1 \
-		|| die "$t does not build: $(grep -m 3 -E 'error|warning' "$OUT/logs/build-$t.log")"
-	if grep -q 'warning:' "$OUT/logs/build-$t.log"; then
-		echo "fuzz: $t: build warnings: $(grep -m 3 'warning:' "$OUT/logs/build-$t.log")"
-	fi
-	mv -f "$bin.tmp.$$" "$bin" || die "cannot install $bin"
+	warnings "$OUT/logs/build-$t.log" "$t"
 }
 
 # final_stat NAME LOG - a libFuzzer final statistic (-print_final_stats=1)
@@ -157,6 +259,7 @@ fi
 targets=${*:-$ALL_TARGETS}
 toolchain
 mkdir -p "$OUT/logs"
+build_flags
 for t in $targets; do
 	build "$t"
 done
