@@ -462,10 +462,14 @@ fault_kill() {
 	for c in 1 2 3 4 5 6 7 8; do
 		flt_kill_client $c 2>/dev/null & pids+=($!)
 	done
-	# Meanwhile, for 4 s, a killer loop SIGKILLs any greylistd of this
-	# test (their maintenance children too), found by its command line.
+	# Meanwhile, for 4 s and until it has killed 40 and 100 connections
+	# were made (60 s at most: a loaded machine makes them slowly), a
+	# killer loop SIGKILLs any greylistd of this test (their maintenance
+	# children too), found by its command line.
 	start=$(flt_us)
-	while now=$(flt_us); [ $((now - start)) -lt 4000000 ]; do
+	while now=$(flt_us); [ $((now - start)) -lt 4000000 ] \
+		|| { [ $((now - start)) -lt 60000000 ] \
+		     && { [ "$kills" -lt 40 ] || [ "$(compgen -G "$D/k*.out" | wc -l)" -lt 100 ]; }; }; do
 		mapfile -t victims < <(pgrep -f -- "$pat")
 		if [ "${#victims[@]}" -gt 0 ] \
 		   && kill -KILL "${victims[RANDOM % ${#victims[@]}]}" 2>/dev/null; then

@@ -284,8 +284,9 @@ t_stress() {
 		# time greylistd waited on the client from above
 		local out=$(cat "$D/$i.out") ms
 		ms=$(echo "$out" | sed -n 's/.* ms=\([0-9]*\).*/\1/p')
-		check "stress slow: $i: closed by greylistd within --timeout=3s ($out)" \
-			test "${ms:-99999}" -le 3500 -a "${out#*end=limit}" = "$out"
+		# 3 s and 2 s for a loaded machine to run the processes
+		check "stress slow: $i: closed by greylistd at --timeout=3s, within 5 s ($out)" \
+			test "${ms:-99999}" -le 5000 -a "${out#*end=limit}" = "$out"
 	done
 	expect "stress slow: the unfinished requests are logged as such" 2 \
 		"$(grep -c 'request not completed before the timeout' "$D/log")"
@@ -296,8 +297,8 @@ t_stress() {
 	# the watch: one line per slow client's greylistd
 	check "stress slow: three greylistd processes served the slow clients ($(wc -l < "$D/watch"))" \
 		test "$(wc -l < "$D/watch")" -eq 3
-	check "stress slow: each of them ended within 3.5 s ($(awk '{printf "pid %s lived %d ms; ", $1, $3 - $2}' "$D/watch"))" \
-		test -z "$(awk -v end=$(((STRESS_SLOW_SECS - 1) * 1000 - 100)) '$3 >= end || $3 - $2 > 3500' "$D/watch")"
+	check "stress slow: each of them ended within 5 s ($(awk '{printf "pid %s lived %d ms; ", $1, $3 - $2}' "$D/watch"))" \
+		test -z "$(awk -v end=$(((STRESS_SLOW_SECS - 1) * 1000 - 100)) '$3 >= end || $3 - $2 > 5000' "$D/watch")"
 	# /proc/locks every 10 ms: a lock seen more than 1 s after such a
 	# process began is held while it waits on its client (the one that
 	# never reads answers its first requests within some 50 ms)
