@@ -63,7 +63,7 @@ TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     valgrind man-db perl redis-server redis-tools $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
-BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
+BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps redis-server redis-tools
 
 all: greylistd greylistctl
 
@@ -118,7 +118,7 @@ check: deps-test
 bench: deps-build
 	$(call need,$(BENCH_DEPS))
 	$(MAKE) all
-	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
+	GREYLISTD=$(CURDIR)/greylistd GREYLISTCTL=$(CURDIR)/greylistctl bench/bench.sh
 
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)

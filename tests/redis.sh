@@ -1135,7 +1135,7 @@ rg_mm_swap() {
 rg_mx_gl() {
 	local h=$1
 	ip netns exec "$(mm_ns "$h")" systemd-socket-activate --accept --inetd -l 127.0.0.1:10023 \
-		"$GREYLISTD" --log-file="$WORK/redis-mx-$h.log" --delay=${MM_DELAY}s \
+		"$GREYLISTD" --log-file="$WORK/redis-mx-$h.log" --delay="${MM_DELAY}s" \
 		--redis="${MM_ADDR[gl]}:$RG_MX_PORT" --redis-password-file="$WORK/redis-mx.pw" \
 		2> "$WORK/redis-mx-$h.ssa" &
 	RG_SSA+=($!)
@@ -1181,6 +1181,7 @@ rg_mx() {
 	for h in mx1 mx2; do
 		if ! rg_mx_gl "$h"; then fail "redis MX: greylistd in $(mm_ns "$h")" "$(head -c 300 "$WORK/redis-mx-$h.ssa")"; rg_mx_cleanup; return; fi
 		pf_setup "redis-$h" "${MM_POLICY[$h]}" "$(mm_ns "$h")" || { fail "redis MX: $h's Postfix" "no free port"; rg_mx_cleanup; return; }
+		# shellcheck disable=SC2034 # tests/postfix.sh's
 		PF_MASTER='' PF_SINK=''
 		if ! pf_start; then mm_save "$h"; fail "redis MX: $h's Postfix" "$PF_WHY"; rg_mx_cleanup; return; fi
 		mm_save "$h"
@@ -1192,6 +1193,7 @@ rg_mx() {
 	expect "redis MX: from MX1 without the password: fail-open (NOAUTH)" "DUNNO 1" \
 		"$out $(grep -c 'fail-open (Redis answered [A-Z]*: NOAUTH' "$WORK/redis-mx-nopw.log")"
 
+	# shellcheck disable=SC2034 # tests/postfix.sh's, for mm_two_mx
 	PF_FROM=alice@sender.test PF_RCPT=bob@dest.test
 	mm_two_mx "redis MX" 198.51.100.10
 	t=$(rg_tkey 198.51.100.0 alice@sender.test bob@dest.test)
