@@ -74,7 +74,7 @@ TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
-BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
+BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps redis-server redis-tools
 
 all: greylistd greylistctl
 
@@ -128,7 +128,7 @@ check: deps-test
 bench: deps-build
 	$(call need,$(BENCH_DEPS))
 	$(MAKE) all
-	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
+	GREYLISTD=$(CURDIR)/greylistd GREYLISTCTL=$(CURDIR)/greylistctl bench/bench.sh
 
 # make bench-milter: a milter session's cost against the same session
 # through the policy protocol (bench/milter.sh; the section "Milter" of

@@ -445,12 +445,14 @@ static int check_db(void)
 	struct snap s;
 	struct db db = { 0 };
 	int present, rc = 0;
+	enum snap_status st = snap_take(&s);
 
-	if (snap_take(&s) == SNAP_ABSENT) {
+	if (st == SNAP_ABSENT) {
 		snap_free(&s);
 		return 0;		/* the first request creates it */
 	}
-	if (!s.dbf) {
+	/* a Redis walk that failed leaves a copy it had begun */
+	if (!s.dbf || st == SNAP_ERROR) {
 		printf("%s: cannot be read (see above)\n", store_name());
 		snap_free(&s);
 		return 1;
@@ -768,6 +770,9 @@ static int cmd_dump(void)
 		rc = dump_copy(&s) == 0 ? partial : 1;
 	else if (st == SNAP_OK)
 		rc = dump_copy(&s) == 0 ? 0 : 1;
+	else if (st == SNAP_ABSENT && redis_in_use())
+		say("%s: no records of greylistd's there (none has been"
+		    " written yet)", redis_where());
 	else if (st == SNAP_ABSENT)
 		say("%s: no database there (none has been written yet, or --db"
 		    " names the wrong file)", cfg.db_path);

@@ -36,11 +36,15 @@
  *	A refused or broken connection, a timeout, an error reply (OOM,
  *	NOAUTH, WRONGTYPE, ...) or a reply of the wrong shape fails open: the
  *	request is answered DUNNO and the cause logged, once per connection.
- *	A broken connection is dropped and made again at the next request, so
- *	a Redis that comes back is used again. With --redis-sentinel the
- *	primary is asked of the Sentinels at each connection; a READONLY
+ *	A broken connection is dropped and made again at the next request,
+ *	so a Redis that comes back is used again; a connection made before
+ *	this request that breaks (a server restarted while it was idle) is
+ *	made again at once, within the same budget. With --redis-sentinel
+ *	the primary is asked of the Sentinels at each connection; a READONLY
  *	reply (a primary demoted under us) or a broken connection makes the
- *	request ask them again, once, within the same budget.
+ *	request ask them again, once, within the same budget. A new
+ *	connection reads the key-kind note again (and writes it, when a
+ *	server restarted empty has lost it).
  */
 
 #define _GNU_SOURCE
@@ -294,12 +298,15 @@ static redisContext *connect_to(const struct raddr *a,
 	return NULL;
 }
 
-/* drop - close the connection; the next request makes a new one */
+/* drop - close the connection; the next one is made anew, and reads
+ * the key kind again (a server that restarted empty has lost its note:
+ * learn_kind writes it again, so that new processes key as this one) */
 static void drop(void)
 {
 	if (conn)
 		HR(HR_FREE, hr_free_fn)(conn);
 	conn = NULL;
+	kind_known = 0;
 }
 
 /* command_on - one command on c within the time left: its reply, or
@@ -733,14 +740,19 @@ void redis_greylist(const struct triplet *t, struct outcome *o)
 {
 	static int said;
 	struct timespec deadline = deadline_in(cfg.lock_timeout);
-	int tries, rc = -1;
+	int tries, rc = -1, had = conn != NULL;
 
 	for (tries = 0; tries < 2 && rc != 0; tries++) {
 		rc = connect_store(&deadline);
 		if (rc == 0 && (rc = learn_kind(&deadline)) == 0)
 			rc = greylist_once(t, o, &deadline);
-		if (rc != 0 && (!cfg.redis_sentinel || conn))
+		/* Once more when the connection was dropped: with Sentinels,
+		 * to ask them for the primary; without, when it was one made
+		 * before this request (a server that restarted, or closed an
+		 * idle connection, breaks it at the first command). */
+		if (rc != 0 && (conn || (!cfg.redis_sentinel && !had)))
 			break;
+		had = 0;
 	}
 	if (rc == 0)
 		return;
@@ -768,6 +780,7 @@ int redis_fetch(datum key, datum *value, const struct timespec *deadline)
 	const char *argv[] = { "GET", k };
 	size_t len[] = { 3, 0 };
 	redisReply *r;
+	int rc;
 
 	*value = (datum){ NULL, 0 };
 	if (tag_key(key, k, sizeof(k), &len[1]) < 0)
@@ -779,8 +792,9 @@ int redis_fetch(datum key, datum *value, const struct timespec *deadline)
 		memcpy(value->dptr, r->str, r->len);
 		value->dsize = (int)r->len;
 	} else if (r->type != REDIS_REPLY_NIL) {
+		rc = r->type == REDIS_REPLY_STRING;
 		free_reply(r);
-		return fault(r->type == REDIS_REPLY_STRING ? "out of memory"
+		return fault(rc ? "out of memory"
 			     : "Redis: a reply of the wrong shape");
 	}
 	free_reply(r);

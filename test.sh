@@ -813,7 +813,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness install valgrind fuzz loglines design analyze deps"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness redis install valgrind fuzz loglines design analyze deps"
 # Run only when named: fresh (tests/fresh.sh; a default run says so).
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"

@@ -20,6 +20,12 @@
 #   3 mixed: 20% new, 20% early retries, 60% known, 4 concurrent clients
 #   4 a fresh connection for every request (known triplets), 4 clients
 #   5 known and new at 1k, 100k and 1M records (1-4 run at 100k)
+# and, at 100k, the Redis store (redis.c) side by side with the GDBM file
+# and postgrey, in the same turns: greylistd with --redis over the
+# server's UNIX socket and over loopback TCP, known and new triplets with
+# one client and with four, a fresh connection per request, and the
+# start-up (exec to first answer) against the file's; the records are
+# loaded into a private redis-server with greylistctl dump | load.
 # and peak resident memory of one greylistd process against postgrey's,
 # start-up time (exec to first answer), and the floor of the harness: a
 # C program that only answers DUNNO (bench/floor.c) in greylistd's place,
@@ -35,8 +41,9 @@
 #
 # Knobs: BENCH_ROUNDS (4), BENCH_SECS (seconds per turn, 2.5), BENCH_SIZES
 # ("1000 100000 1000000"), BENCH_MAIN (size for workloads 1-4, 100000),
-# BENCH_OUT, BENCH_NOTE (a sentence added to the report's header), CC,
-# TMPDIR.
+# BENCH_REDIS (1; 0 leaves the Redis store out, and about 130 s of the
+# run with it), BENCH_OUT, BENCH_NOTE (a sentence added to the report's
+# header), CC, TMPDIR.
 
 set -euo pipefail
 MODE=${1:-all}
@@ -48,6 +55,7 @@ ROUNDS=${BENCH_ROUNDS:-4}
 SECS=${BENCH_SECS:-2.5}
 SIZES=${BENCH_SIZES:-"1000 100000 1000000"}
 MAIN=${BENCH_MAIN:-100000}
+REDIS=${BENCH_REDIS:-1}
 OUT=${BENCH_OUT:-$HERE/results.md}
 RAWDIR=$HERE/out
 CC=${CC:-cc}
@@ -73,6 +81,11 @@ fi
 command -v systemd-socket-activate >/dev/null || need_pkgs+=" systemd"
 [ -x /usr/bin/time ] || need_pkgs+=" time"
 command -v ps >/dev/null || need_pkgs+=" procps"
+if [ "$REDIS" != 0 ]; then
+	command -v redis-server >/dev/null || need_pkgs+=" redis-server"
+	command -v redis-cli >/dev/null || need_pkgs+=" redis-tools"
+	[ -e /usr/include/hiredis/hiredis.h ] || need_pkgs+=" libhiredis-dev"
+fi
 if [ -n "$need_pkgs" ]; then
 	say "bench: installing Debian packages:$need_pkgs"
 	sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -96,7 +109,8 @@ fi
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/greylistd-bench.XXXXXX")
 chmod 711 "$W"			# postgrey (another user) reaches its dir
-GL_PID= PG_PID= AUX_PID=
+GL_PID= PG_PID= AUX_PID= RU_PID= RT_PID=
+RD_ALL=()
 
 stop() {			# stop PID: TERM, then wait for it
 	[ -n "$1" ] || return 0
@@ -104,8 +118,9 @@ stop() {			# stop PID: TERM, then wait for it
 	wait "$1" 2>/dev/null || true
 }
 cleanup() {
-	stop "$GL_PID"; stop "$PG_PID"; stop "$AUX_PID"
-	GL_PID= PG_PID= AUX_PID=
+	stop "$GL_PID"; stop "$PG_PID"; stop "$AUX_PID"; stop "$RU_PID"; stop "$RT_PID"
+	GL_PID= PG_PID= AUX_PID= RU_PID= RT_PID=
+	[ "$REDIS" = 0 ] || ! declare -F rd_cleanup >/dev/null || rd_cleanup
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -123,11 +138,15 @@ $CC -O2 -o "$W/floor" "$HERE/floor.c"
 $CC -O2 -static -o "$W/floor-static" "$HERE/floor.c" 2>/dev/null \
 	|| say "bench: cannot link bench/floor.c statically; its row is left out"
 if [ -z "${GREYLISTD:-}" ]; then
-	GREYLISTD=$W/greylistd
-	$CC -O2 -o "$GREYLISTD" "$ROOT/greylistd.c" -lgdbm
+	make -C "$ROOT" greylistd greylistctl >&2 || die "make greylistd greylistctl failed"
+	GREYLISTD=$ROOT/greylistd
 fi
 [ -x "$GREYLISTD" ] || die "GREYLISTD=$GREYLISTD is not an executable"
 GREYLISTD=$(cd "$(dirname "$GREYLISTD")" && pwd)/$(basename "$GREYLISTD")
+GREYLISTCTL=${GREYLISTCTL:-$(dirname "$GREYLISTD")/greylistctl}
+[ -x "$GREYLISTCTL" ] || die "GREYLISTCTL=$GREYLISTCTL is not an executable"
+# the private redis-server: tests/redis.sh's rd_start and rd_cleanup
+[ "$REDIS" = 0 ] || . "$ROOT/tests/redis.sh"
 C=$W/client
 
 # greylistd as shipped: with the repository's whitelist (postgrey reads
@@ -147,6 +166,9 @@ problem() { say "bench: PROBLEM: $*"; printf '%s\n' "$*" >>"$PROBLEMS"; }
 GL_SOCK=$W/gl.sock GL_LOG=$W/greylistd.log SA_LOG=$W/socket-activate.log
 PG_SOCK=$W/pg.sock PG_LOG=$W/postgrey.log FLOOR_SOCK=$W/floor.sock
 SFLOOR_SOCK=$W/floor-static.sock
+RU_SOCK=$W/redis-unix.sock RT_SOCK=$W/redis-tcp.sock
+RU_LOG=$W/greylistd-redis-unix.log RT_LOG=$W/greylistd-redis-tcp.log
+: >"$RU_LOG"; : >"$RT_LOG"
 PG_STARTS=()
 : >"$GL_LOG"; : >"$PG_LOG"; : >"$SA_LOG"
 
@@ -162,6 +184,11 @@ start_greylistd() {		# start_greylistd DB
 	activate "$GL_SOCK" "$GREYLISTD" "--db=$1" "--log-file=$GL_LOG" "${GL_OPTS[@]}"
 	GL_PID=$!
 	"$C" -s "$GL_SOCK" -W 10 -k 1 >/dev/null || die "greylistd did not answer"
+}
+
+start_redis_greylistd() {	# start_redis_greylistd SOCK LOG ADDRESS - its PID in $!
+	activate "$1" "$GREYLISTD" "--redis=$3" "--log-file=$2" "${GL_OPTS[@]}"
+	"$C" -s "$1" -W 10 -k 1 >/dev/null || die "greylistd --redis=$3 did not answer"
 }
 
 start_postgrey() {		# start_postgrey DBDIR - and time exec to answer
@@ -186,7 +213,10 @@ RAW=$W/raw.tsv
 printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\tturn_rps_min\tturn_rps_max\n' >"$RAW"
 RUNID=0
 declare -A SYSARGS=()		# client arguments of a system (bench/milter.sh)
-declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK [floor-static]=$SFLOOR_SOCK)
+declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK [floor-static]=$SFLOOR_SOCK
+	[redis-unix]=$RU_SOCK [redis-tcp]=$RT_SOCK)
+# greylistd's systems, each with its log: one decision line per answer
+declare -A LOGF=([greylistd]=$GL_LOG [redis-unix]=$RU_LOG [redis-tcp]=$RT_LOG)
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
@@ -206,7 +236,7 @@ measure() {
 		((r % 2)) || order=$(printf '%s\n' $systems | tac | tr '\n' ' ')
 		for sys in $order; do
 			RUNID=$((RUNID + 1))
-			lines0=$(wc -l <"$GL_LOG")
+			[ -z "${LOGF[$sys]:-}" ] || lines0=$(wc -l <"${LOGF[$sys]}")
 			rc=0
 			# shellcheck disable=SC2086 # SYSARGS: words (bench/milter.sh)
 			out=$("$C" -s "${SOCK[$sys]}" -r $RUNID -d $DELAY \
@@ -222,14 +252,14 @@ measure() {
 			twrong[$sys]=$((twrong[$sys] + $(field wrong "$out")))
 			terrors[$sys]=$((terrors[$sys] + $(field errors "$out")))
 			((rc == 0)) || problem "$name/$sys: $(field wrong "$out") wrong answers, $(field errors "$out") failed requests: $(grep -v '^$' "$W/client.err" | head -n 3 | tr '\n' ' ')"
-			if [ "$sys" != postgrey ] && [ "${sys#floor}" = "$sys" ]; then
-				# greylistd: one decision line per answer, and nothing else
-				tail -n +$((lines0 + 1)) "$GL_LOG" >"$W/turn.log"
+			if [ -n "${LOGF[$sys]:-}" ]; then
+				# one decision line per answer, and nothing else
+				tail -n +$((lines0 + 1)) "${LOGF[$sys]}" >"$W/turn.log"
 				lines1=$(grep -cE "$DECISION" "$W/turn.log" || true)
-				((lines1 == n)) || problem "$name: greylistd logged $lines1 decisions for $n answers"
+				((lines1 == n)) || problem "$name/$sys: greylistd logged $lines1 decisions for $n answers"
 				grep -vE "$DECISION" "$W/turn.log" | head -n 3 \
 				| while IFS= read -r l; do
-					problem "$name: greylistd's log: $l"
+					problem "$name/$sys: greylistd's log: $l"
 				done || true
 			fi
 		done
@@ -249,7 +279,7 @@ measure() {
 
 # --- the phases: one database size each ----------------------------------------
 
-GL_RSS= PG_RSS= PG_HWM= GL_START= FLOOR_START=
+GL_RSS= PG_RSS= PG_HWM= GL_START= FLOOR_START= RU_START= RT_START= RD_LOAD_MS= RD_MEM=
 declare -A EXPIRE_MS=()
 LARGE=${SIZES##* } SMALL=${SIZES%% *}
 
@@ -276,22 +306,56 @@ for N in $SIZES; do
 
 	start_greylistd "$db"
 	start_postgrey "$pgdir"
+	SYS="greylistd postgrey"
+	if [ "$REDIS" != 0 ] && [ "$N" = "$MAIN" ]; then
+		# the same records in a private redis-server (no persistence),
+		# reached over its UNIX socket and over loopback TCP
+		say "bench: $N records: loading them into Redis"
+		rd_start "$W/redis" both || die "redis-server: $RD_WHY"
+		t0=$EPOCHREALTIME
+		"$GREYLISTCTL" dump "--db=$db" | "$GREYLISTCTL" load "--redis=$RD_SOCK" >"$W/load.out" 2>&1 \
+			|| die "greylistctl load --redis: $(tail -n 3 "$W/load.out")"
+		RD_LOAD_MS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+		RD_ADDR_UNIX=$RD_SOCK RD_ADDR_TCP=127.0.0.1:$RD_PORT RD_DIR_B=$RD_DIR
+		start_redis_greylistd "$RU_SOCK" "$RU_LOG" "$RD_ADDR_UNIX"
+		RU_PID=$!
+		start_redis_greylistd "$RT_SOCK" "$RT_LOG" "$RD_ADDR_TCP"
+		RT_PID=$!
+		SYS="greylistd redis-unix redis-tcp postgrey"
+	fi
 	# warm up: page cache, postgrey's first requests
-	"$C" -s "$GL_SOCK" -m known -k $known -t 0.5 >/dev/null || true
-	"$C" -s "$PG_SOCK" -m known -k $known -t 0.5 >/dev/null || true
+	for sys in $SYS; do
+		"$C" -s "${SOCK[$sys]}" -m known -k $known -t 0.5 >/dev/null || true
+	done
 
 	K="-k $known -p $pending -t $SECS"
 	# new triplets grow the file: at most max(N/10, 1000) per server
 	cap=$(( (N / 10 > 1000 ? N / 10 : 1000) / ROUNDS ))
 	# shellcheck disable=SC2086
-	measure known $N "greylistd postgrey" -m known $K
+	measure known $N "$SYS" -m known $K
 	# shellcheck disable=SC2086
-	measure new $N "greylistd postgrey" -m new -n $cap $K
+	measure new $N "$SYS" -m new -n $cap $K
 	if [ "$N" = "$MAIN" ]; then
 		# shellcheck disable=SC2086
 		measure mixed $N "greylistd postgrey" -m "$MIX" -c 4 $K
 		# shellcheck disable=SC2086
-		measure fresh $N "greylistd postgrey" -m known -c 4 -f $K
+		measure fresh $N "$SYS" -m known -c 4 -f $K
+		if [ "$SYS" != "greylistd postgrey" ]; then
+			# shellcheck disable=SC2086
+			measure known4 $N "$SYS" -m known -c 4 $K
+			# shellcheck disable=SC2086
+			measure new4 $N "$SYS" -m new -c 4 -n $(( (cap + 3) / 4 )) $K
+			say "bench: start-up with Redis: 200 starts over its socket, 200 over TCP"
+			RU_START=$("$C" -x 200 -k $known -d $DELAY -- "$GREYLISTD" \
+				"--redis=$RD_ADDR_UNIX" "--log-file=$RU_LOG" "${GL_OPTS[@]}" 2>"$W/client.err") \
+				|| problem "greylistd --redis (socket): start-up: $RU_START $(head -n 3 "$W/client.err")"
+			RT_START=$("$C" -x 200 -k $known -d $DELAY -- "$GREYLISTD" \
+				"--redis=$RD_ADDR_TCP" "--log-file=$RT_LOG" "${GL_OPTS[@]}" 2>"$W/client.err") \
+				|| problem "greylistd --redis (TCP): start-up: $RT_START $(head -n 3 "$W/client.err")"
+			RD_MEM=$(rd_cli "$RD_DIR_B" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')
+			stop "$RU_PID"; stop "$RT_PID"; RU_PID= RT_PID=
+			rd_cleanup
+		fi
 
 		say "bench: start-up: greylistd and the floor, 200 starts each"
 		GL_START=$("$C" -x 200 -k $known -d $DELAY -- "$GREYLISTD" \
@@ -383,6 +447,22 @@ row() {				# row WORKLOAD RECORDS LABEL
 		"$(ratio "$g" "$p")"
 }
 
+cell() {			# cell WORKLOAD SYSTEM RECORDS - "N req/s, p50 X, p99 Y"
+	local r
+	r=$(get "$1" "$2" "$3" rps)
+	if [ -z "$r" ]; then printf -- '-'; return; fi
+	printf '%s req/s, p50 %s, p99 %s' "$r" "$(ms "$(get "$1" "$2" "$3" p50_us)")" \
+		"$(ms "$(get "$1" "$2" "$3" p99_us)")"
+}
+rrow() {			# rrow WORKLOAD LABEL - a row of the Redis table
+	printf '| %s | %s | %s | %s | %s |\n' "$2" "$(cell "$1" greylistd "$MAIN")" \
+		"$(cell "$1" redis-unix "$MAIN")" "$(cell "$1" redis-tcp "$MAIN")" "$(cell "$1" postgrey "$MAIN")"
+}
+startup() {			# startup CLIENT-OUTPUT - "p50 X, p99 Y"
+	if [ -z "$1" ]; then printf -- '-'; return; fi
+	printf 'p50 %s, p99 %s' "$(ms "$(field p50_us "$1")")" "$(ms "$(field p99_us "$1")")"
+}
+
 spread() {			# spread SYSTEM - largest (max-min)/max of a turn, %
 	awk -F'\t' -v s="$1" 'NR > 1 && $2 == s && $12 > 0 {
 		d = ($12 - $11) / $12 * 100; if (d > m) m = d } END { printf "%.0f", m }' "$RAW"
@@ -466,6 +546,30 @@ g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 	done
 	echo "| one greylistd process <= 1/10 of postgrey's RSS | $(met ge "$PG_RSS" "$(awk -v g="$GL_RSS" 'BEGIN { print g * 10 }')") | $GL_RSS against $PG_RSS KiB (1/$(awk -v g="$GL_RSS" -v p="$PG_RSS" 'BEGIN { if (g > 0) printf "%.1f", p / g; else printf "-" }')) |"
 	echo
+	if [ -n "$(get known redis-unix "$MAIN" rps)" ]; then
+		echo "## The Redis store"
+		echo
+		echo "$(redis-server --version | awk '{ print $1, $2, $3 }' | sed 's/v=//') on this machine (the same $CORES cores), no persistence;"
+		echo "one server for both columns: greylistd with \`--redis=\` its UNIX socket, and"
+		echo "its loopback TCP port. greylistd one process per connection as above; the"
+		echo "$(human "$MAIN") records loaded with \`greylistctl dump --db | greylistctl load --redis\` in"
+		echo "$(awk -v m="$RD_LOAD_MS" 'BEGIN { printf "%.1f s", m / 1000 }') ($RD_MEM of used_memory after the workloads). Measured in the same"
+		echo "ABBA turns as the GDBM file and postgrey."
+		echo
+		echo "| workload ($(human "$MAIN") records) | GDBM file | Redis, UNIX socket | Redis, loopback TCP | postgrey |"
+		echo "|---|---|---|---|---|"
+		rrow known "known triplets, 1 client"
+		rrow new "new triplets (writes), 1 client"
+		rrow known4 "known triplets, 4 clients"
+		rrow new4 "new triplets (writes), 4 clients"
+		rrow fresh "a fresh connection per request (known), 4 clients"
+		echo "| start-up, exec to first answer (a known triplet; 200 starts) | $(startup "$GL_START") | $(startup "$RU_START") | $(startup "$RT_START") | $PG_START_LIST (daemon, starts: ${#PG_STARTS[@]}) |"
+		echo
+		echo "A known triplet on Redis is one MGET; a new one an MGET and a compare-and-set"
+		echo "script (EVAL). A new process on Redis loads libhiredis, connects, and reads the"
+		echo "key-kind note before its first answer; on the file it opens and locks it."
+		echo
+	fi
 	if [ -s "$PROBLEMS" ]; then
 		echo "## Problems seen in this run"
 		echo

@@ -21,13 +21,14 @@
 # and inetd start it); and hyperfine's timing of one whole session read
 # from a file (exec to exit, stdin a file, the shell's start subtracted).
 
-# shellcheck shell=bash disable=SC2034,SC2153 # SOCK, SYSARGS: read by bench.sh's measure(); T_START, LOAD0: set by bench.sh
+# shellcheck shell=bash disable=SC2034,SC2153 # SOCK, SYSARGS, LOGF: read by bench.sh's measure(); T_START, LOAD0: set by bench.sh
 
 MT_DB=$W/milter.db
 MT_SOCK=$W/milter.sock
 PL_SOCK=$W/policy.sock
 SOCK+=([milter]=$MT_SOCK [policy]=$PL_SOCK [kept]=$PL_SOCK)
 SYSARGS=([milter]=-M [policy]=-f [kept]="")
+LOGF+=([milter]=$GL_LOG [policy]=$GL_LOG [kept]=$GL_LOG)
 
 known=$((MAIN - MAIN / 10)) pending=$((MAIN / 10))
 say "bench: milter: filling $MAIN records ($known known, $pending pending)"
