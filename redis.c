@@ -14,8 +14,11 @@
  *	A record's key is the GDBM file's (greylist.h), after a Redis hash
  *	tag of the client network: "{NET}T\nNET\nSENDER\nRECIPIENT" and
  *	"{NET}C\nCLIENT", so that a triplet and its client lie in one Cluster
- *	slot. With --privacy the tag is the digest's first 16 hex digits
- *	(the network is what the key hides). Notes are "M\nNAME", untagged.
+ *	slot. With --privacy the tag is the digest's first 16 hex digits:
+ *	the network is what the key hides, and the digest of a file's key is
+ *	all a dump gives a load to tag it with, so a triplet and its client
+ *	then lie in slots of their own (greylistd speaks no Cluster: hiredis
+ *	0.14 cannot). Notes are "M\nNAME", untagged.
  *	Values are the file's. Every T and C record is written with a TTL
  *	that ends when expired() would delete it from the file (record_end,
  *	rule.c): the retry window for a pending triplet, max-age for a passed
