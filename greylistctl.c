@@ -1598,7 +1598,8 @@ static int reorganize_copy(struct db *old, long long *records)
 	return gdbm_close(to) == 0 ? 0 : -1;	/* lets the waiters in */
 }
 
-/* reorganize_now - copy the file when there is room; -1 on a fault */
+/* reorganize_now - copy the file when there is room; 1 when it was
+ * copied, 0 when there was no room, -1 on a fault */
 static int reorganize_now(size_t live, long long peak, FILE *out)
 {
 	struct timespec deadline = deadline_in(CTL_LOCK_WAIT), start;
@@ -1634,7 +1635,7 @@ static int reorganize_now(size_t live, long long peak, FILE *out)
 		(void)fprintf(out, "reorganized: %lld KiB -> %lld KiB\n",
 			      (long long)before.st_size / 1024,
 			      (long long)after.st_size / 1024);
-	return 0;
+	return 1;
 }
 
 /* note_rw - read a note's number and, if "set" is not -1, write it; the
@@ -1656,12 +1657,14 @@ static long long note_rw(enum note n, long long set)
 }
 
 /* reorganize - after a whole expiry pass that saw `seen` records and
- * left `live`: raise the peak, and reorganize when it pays. `out`: the
+ * left `live`: raise the peak, and reorganize when it pays (noting when,
+ * in the note "reorganize", for stats). `out`: the
  * operator command's stdout, which also hears of it, and allows any
  * size; NULL in the daily pass. -1 on a fault. */
 static int reorganize(size_t seen, size_t live, FILE *out)
 {
 	long long peak = note_rw(NOTE_PEAK, -1);
+	int done;
 
 	if (peak < -1)
 		return -1;
@@ -1680,7 +1683,8 @@ static int reorganize(size_t seen, size_t live, FILE *out)
 			 cfg.db_path, live, peak);
 		return 0;
 	}
-	if (reorganize_now(live, peak, out) != 0)
+	if ((done = reorganize_now(live, peak, out)) < 0
+	    || (done && note_rw(NOTE_REORGANIZE, (long long)time(NULL)) < -1))
 		return -1;
 	return note_rw(NOTE_PEAK, (long long)live) < -1 ? -1 : 0;
 }
