@@ -73,8 +73,11 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-greylistctl: greylistctl.o report.o $(SHARED)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistctl.o report.o \
+# greylistctl's own modules: the commands, stats, the report
+CTL_OBJS = greylistctl.o stats.o report.o
+
+greylistctl: $(CTL_OBJS) $(SHARED)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) \
 		$(SHARED) $(LDLIBS) $(CTL_LIBS)
 
 %.o: %.c greylist.h greylistctl.h .flags

@@ -33,9 +33,27 @@ struct rec {
 };
 
 void rec_split(datum key, datum value, struct rec *r);
+long long walk_said(GDBM_FILE dbf, void (*fn)(datum, datum, void *),
+		    void *arg);
 void print_escaped(const char *p, size_t len);
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int flush_stdout(void);
+
+/* A command's output: stdout, or a file replaced whole or not at all. */
+struct output {
+	FILE *f;
+	const char *path;		/* NULL: stdout */
+	char tmp[PATH_MAX];		/* the new file, until it is renamed */
+};
+
+int output_open(struct output *o, const char *path);
+int output_close(struct output *o, int ok);
+
+/* stats.c */
+int stats(int openmetrics, const char *path);
+extern const long long delay_buckets[];
+extern const size_t ndelay_buckets;
+const char *format_span(char *buf, size_t size, long long seconds);
 
 /* report.c */
 extern const struct option_spec report_options[];
