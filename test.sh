@@ -490,6 +490,7 @@ inetd_session() {
 . tests/sendmail.sh
 . tests/multimx.sh
 . tests/redis.sh
+. tests/observe.sh
 . fuzz/fuzz.sh
 
 # --- installing and the manual ------------------------------------------------
@@ -508,10 +509,12 @@ t_install() {
 		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
 		expect "make install DESTDIR=... works" 0 $?
 	fi
-	expect "it installs both programs, the units, the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
-		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
+	expect "it installs both programs, the units (the metrics timer and service too), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
+		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-metrics.service usr/lib/systemd/system/greylistd-metrics.timer usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
 		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/usr/lib/systemd/system/greylistd@.service"
+	expect "and a symlink in node_exporter's textfile directory names the metrics file" \
+		/var/lib/greylistd-metrics/greylistd.prom "$(readlink "$D/root/var/lib/prometheus/node-exporter/greylistd.prom")"
 
 	# from a copy of the tree: other paths build other binaries
 	newdir install-local
@@ -565,7 +568,7 @@ t_install() {
 	missing=
 	for o in check stats dump load expire repair report maintain; do
 		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
-		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\):.*/\1/p'); do
+		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(stats\|dump\|expire\|maintain\|report\):.*/\1/p'); do
 			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
 		done
 	done
@@ -796,7 +799,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness install valgrind fuzz loglines design analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness metrics install valgrind fuzz loglines design analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
