@@ -74,8 +74,8 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-# greylistctl's own modules: the commands, stats, the report
-CTL_OBJS = greylistctl.o stats.o report.o
+# greylistctl's own modules: the commands, stats, the report and its page
+CTL_OBJS = greylistctl.o stats.o report.o html.o
 
 greylistctl: $(CTL_OBJS) $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) \

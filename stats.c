@@ -46,15 +46,18 @@
  * (minimal_backoff_time, maximal_backoff_time); other MTAs after 15 or
  * 30 minutes (RFC 5321 asks for 30 or more), some after hours; the retry
  * window (2 days by default) ends it. The metrics' histogram and the
- * HTML report's chart use the same buckets, so that they compare. */
+ * HTML report's chart use the same buckets, so that they compare (the
+ * compiler holds NDELAY_BUCKETS, in greylistctl.h, to this table). */
 const long long delay_buckets[] = {
 	60, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, DAY, 2 * DAY,
 };
-const size_t ndelay_buckets = sizeof(delay_buckets) / sizeof(delay_buckets[0]);
-#define NBUCKETS (sizeof(delay_buckets) / sizeof(delay_buckets[0]))
 
-/* What became of a triplet first deferred in the last day. */
-enum fate { PASSED_LATER, NEVER_RETRIED, STILL_PENDING, NFATES };
+/* What became of a deferred triplet, as the report's summary line and
+ * the metrics' labels name it. */
+const char *const fate_names[NFATES] = {
+	[FATE_PASSED] = "passed_later", [FATE_LOST] = "never_retried",
+	[FATE_PENDING] = "pending",
+};
 
 struct stats {
 	long long n[128];		/* records of each kind */
@@ -63,7 +66,7 @@ struct stats {
 	char keys[16];
 	long long now, window;
 	long long fate[NFATES];		/* of the last day's deferrals */
-	long long delays[NBUCKETS + 1];	/* the last day's passes, by bucket */
+	long long delays[NDELAY_BUCKETS + 1];	/* the last day's passes, by bucket */
 	long long delay_sum;
 };
 
@@ -92,11 +95,11 @@ static void count_triplet(struct stats *st, const long long *f)
 	if (!st->oldest || f[T_FIRST] < st->oldest)
 		st->oldest = f[T_FIRST];
 	if (age >= 0 && age < LOOKBACK)
-		st->fate[f[T_PASSED] ? PASSED_LATER : age >= st->window
-			 ? NEVER_RETRIED : STILL_PENDING]++;
+		st->fate[f[T_PASSED] ? FATE_PASSED : age >= st->window
+			 ? FATE_LOST : FATE_PENDING]++;
 	if (f[T_PASSED] && st->now - f[T_PASSED] < LOOKBACK
 	    && f[T_PASSED] <= st->now) {
-		for (b = 0; b < NBUCKETS && f[T_PASSED] - f[T_FIRST]
+		for (b = 0; b < NDELAY_BUCKETS && f[T_PASSED] - f[T_FIRST]
 		     > delay_buckets[b]; b++)
 			;
 		st->delays[b]++;
@@ -212,9 +215,9 @@ static void om_delays(FILE *f, const struct stats *st)
 		  " passed in the last 24 hours. A window that moves, not a"
 		  " counter: use histogram_quantile() on the buckets"
 		  " themselves, not on their rate().");
-	for (b = 0; b <= NBUCKETS; b++) {
+	for (b = 0; b <= NDELAY_BUCKETS; b++) {
 		below += st->delays[b];
-		if (b < NBUCKETS)
+		if (b < NDELAY_BUCKETS)
 			(void)fprintf(f, "%s_bucket{le=\"%lld.0\"} %lld\n", name,
 				      delay_buckets[b], below);
 		else
@@ -234,10 +237,10 @@ static void print_openmetrics(FILE *f, const struct stats *st,
 		{ "client", st->n['C'] },
 		{ "note", total - st->n['T'] - st->n['C'] - st->n['X'] },
 		{ "unknown", st->n['X'] },
-	}, fates[] = {
-		{ "passed", st->fate[PASSED_LATER] },
-		{ "never_retried", st->fate[NEVER_RETRIED] },
-		{ "pending", st->fate[STILL_PENDING] },
+	}, fates[NFATES] = {
+		{ fate_names[FATE_PASSED], st->fate[FATE_PASSED] },
+		{ fate_names[FATE_LOST], st->fate[FATE_LOST] },
+		{ fate_names[FATE_PENDING], st->fate[FATE_PENDING] },
 	};
 
 	om_gauge(f, "greylistd_records", NULL, "Records in the database, by"
@@ -260,7 +263,7 @@ static void print_openmetrics(FILE *f, const struct stats *st,
 		 " deferred in the last 24 hours, by what became of them:"
 		 " passed later, never retried (not passed within greylistd's"
 		 " delay), pending (deferred less than the delay ago).",
-		 "outcome", fates, sizeof(fates) / sizeof(fates[0]));
+		 "outcome", fates, NFATES);
 	om_delays(f, st);
 	(void)fputs("# EOF\n", f);
 }

@@ -617,6 +617,8 @@ t_valgrind() {
 	vg "load" "$GREYLISTCTL" load --db="$D/db2" < "$D/dump"
 	vg "expire" "$GREYLISTCTL" expire --db="$D/db" < /dev/null
 	vg "report" "$GREYLISTCTL" report --db="$D/db" "$D/log" < /dev/null
+	vg "report --top --html" "$GREYLISTCTL" report --db="$D/db" --top=3 --html="$D/page.html" "$D/log" < /dev/null
+	vg "stats --openmetrics --output" "$GREYLISTCTL" stats --openmetrics --db="$D/db" --output="$D/m.prom" < /dev/null
 	vg "check" "$GREYLISTCTL" check --whitelist="$D/wl" < /dev/null
 }
 
@@ -799,7 +801,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness metrics install valgrind fuzz loglines design analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness metrics html install valgrind fuzz loglines design analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"

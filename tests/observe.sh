@@ -100,8 +100,8 @@ ob_figures() {
 	# the last day, against the report of the same log and database
 	"$GREYLISTCTL" report --db="$D/db" --since=1d "$D/log" 2> "$D/report.err" > /dev/null
 	want=$(tail -n 1 "$D/report.err" | sed -n 's/^# deferred=[0-9]* passed_later=\([0-9]*\) never_retried=\([0-9]*\) pending=\([0-9]*\) .*/\1 \2 \3/p')
-	expect "deferred_last_day{passed, never_retried, pending} (2 2 1) are report --since=1d's passed_later, never_retried, pending" \
-		"2 2 1 = 2 2 1" "$(ob_metric greylistd_deferred_last_day 'outcome="passed"') $(ob_metric greylistd_deferred_last_day 'outcome="never_retried"') $(ob_metric greylistd_deferred_last_day 'outcome="pending"') = $want"
+	expect "deferred_last_day{passed_later, never_retried, pending} (2 2 1) are report --since=1d's passed_later, never_retried, pending" \
+		"2 2 1 = 2 2 1" "$(ob_metric greylistd_deferred_last_day 'outcome="passed_later"') $(ob_metric greylistd_deferred_last_day 'outcome="never_retried"') $(ob_metric greylistd_deferred_last_day 'outcome="pending"') = $want"
 	v=$(for k in 60 300 600 900 1800 3600 7200 14400 43200 86400 172800; do
 		ob_metric greylistd_pass_delay_seconds_bucket "le=\"$k.0\""; done | tr '\n' ' ')
 	expect "pass_delay_seconds: the last day's first passes by PASSED (a 400 s, b 2,000 s, g 3 h), cumulative" \
@@ -306,4 +306,111 @@ t_metrics() {
 	else
 		fail "the metrics units" "systemd-analyze missing (Debian package systemd)"
 	fi
+}
+
+# --- the page: report --html in a real browser ------------------------------
+
+# ob_chromium ARGS... - headless chromium, as root (--no-sandbox), in the
+# test's network namespace (loopback only), with a profile of its own;
+# the background services that would phone home are off (they could not)
+ob_chromium() {
+	OB_RUNS=$((${OB_RUNS:-0} + 1))
+	ns_run timeout 60 chromium --headless --no-sandbox --disable-gpu \
+		--user-data-dir="$D/profile.$OB_RUNS" --no-first-run \
+		--disable-background-networking --disable-component-update \
+		--disable-sync --disable-extensions --disable-default-apps "$@"
+}
+
+# ob_cannot_browse - why no browser can run here (and succeed), or fail
+ob_cannot_browse() {
+	command -v chromium >/dev/null || { echo "chromium missing (Debian package chromium)"; return 0; }
+	[ "$(id -u)" -eq 0 ] || { echo "needs root, for a network namespace to keep the browser off the network"; return 0; }
+	[ -x "$OB_PY" ] || { echo "no $OB_PY (Debian package python3) to read the page and the PNG"; return 0; }
+	return 1
+}
+
+# ob_page_log DAYS PER_HOUR - bench/report-log.sh's synthetic log, and
+# five deferrals never retried of a recipient that is HTML (the most lost)
+ob_page_log() {
+	local i t=$(date -u -d @$(($(date +%s) - 7200)) +%Y-%m-%dT%H:%M:%S+0000)
+	"$OB_SRC/bench/report-log.sh" log "$1" "$2" 7
+	for i in 1 2 3 4 5; do
+		echo "$t greylistd[9]: action=greylist, reason=new, client_name=evil.example, client_address=192.0.2.66, sender=e$i@evil.example, recipient=<img src=x onerror=alert(1)>\"&'@dest0.example"
+	done
+}
+
+# ob_page NAME - the page of $D/NAME.log as chromium sees it: its DOM
+# ($D/NAME.page: what tests/page.py finds), a screenshot ($D/NAME.png)
+# and the requests it made ($D/NAME.requests)
+ob_page() {
+	local n=$1
+	ob_chromium --dump-dom "file://$D/$n.html" 2> "$D/$n.chromium" | "$OB_PY" "$OB_SRC/tests/page.py" > "$D/$n.page"
+	ob_chromium --screenshot="$D/$n.png" --window-size=1100,1300 --log-net-log="$D/$n.netlog" \
+		"file://$D/$n.html" >> "$D/$n.chromium" 2>&1
+	"$OB_PY" "$OB_SRC/tests/netlog.py" "$D/$n.netlog" > "$D/$n.requests" 2>&1
+}
+
+# ob_shown NAME KEY - a value tests/page.py found on the page
+ob_shown() { sed -n "s/^$2=//p" "$D/$1.page"; }
+
+# ob_page_checks NAME WHAT - the page shows what the text report says
+ob_page_checks() {
+	local n=$1 what=$2 sum tops px
+
+	sum=$(tail -n 1 "$D/$n.err" | sed 's/^# //')
+	expect "$what: the page's summary line is the text report's ($sum)" "$sum" "$(ob_shown "$n" summary)"
+	expect "$what: its large figures are the summary's" \
+		"$(echo "$sum" | sed 's/^deferred=\([0-9]*\) passed_later=\([0-9]*\) never_retried=\([0-9]*\) pending=\([0-9]*\) .*/\1 \2 \3 \4/')" \
+		"$(for k in deferred passed_later never_retried pending; do ob_shown "$n" "tile_$k"; done | tr '\n' ' ' | sed 's/ $//')"
+	expect "$what: the bars' figures add up to them" \
+		"$(for k in deferred passed_later never_retried pending; do ob_shown "$n" "tile_$k"; done | tr '\n' ' ' | sed 's/ $//')" \
+		"$(ob_shown "$n" bars_sum)"
+	tops=$(sed -n '/^# top/,$p' "$D/$n.top" | grep -v '^# top' | awk '{ $1 = $1; print }' | tr '\n' '|' | sed 's/|$//')
+	expect "$what: the tops are report --top=10's, in its order" "$tops" "$(ob_shown "$n" tops)"
+	expect "$what: nothing on it fetches (no src, href, script, img, link)" " 0" \
+		"$(ob_shown "$n" fetching) $(ob_shown "$n" scripts)"
+	expect "$what: and chromium's network log shows no request from the page" "" "$(cat "$D/$n.requests")"
+	px=$("$OB_PY" "$OB_SRC/tests/png.py" "$D/$n.png" 1b9e77 d95f02 7570b3)
+	check "$what: the screenshot is not blank: bars of each colour, passed later, never retried, delays ($px)" \
+		awk -v s="$px" 'BEGIN { n = split(s, f, /[= ]/); for (i = 2; i <= n; i += 2) if (f[i] < 300) exit 1 }'
+}
+
+t_html() {
+	local why n days
+
+	newdir html
+	if why=$(ob_cannot_browse); then skip "report --html in a browser" "$why"; return; fi
+	NS_SPAWNED='' NS_PID=''
+	if ! ns_start "$D" html.test; then
+		skip "report --html in a browser" "no network namespace (unshare --net) to keep the browser off the network"; return
+	fi
+	ob_page_log 3 30 > "$D/hours.log"
+	ob_page_log 30 4 > "$D/days.log"
+	for n in hours days; do
+		"$GREYLISTCTL" report --db="$D/none" --top=10 "$D/$n.log" > "$D/$n.top" 2> /dev/null
+		"$GREYLISTCTL" report --db="$D/none" --html="$D/$n.html" "$D/$n.log" > /dev/null 2> "$D/$n.err"
+		expect "report --html ($n): exit 0" 0 $?
+		ob_page "$n"
+	done
+	expect "3 days of log: a bar an hour ($(ob_shown hours bars))" 1 "$(ob_shown hours bars | awk '{ print ($1 >= 72 && $1 <= 74) }')"
+	ob_page_checks hours "3 days"
+	days=$(ob_shown days bars)
+	expect "30 days of log: a bar a day ($days), not 720 an hour" 1 "$(echo "$days" | awk '{ print ($1 == 30 || $1 == 31) }')"
+	ob_page_checks days "30 days"
+	check "a recipient that is HTML is shown as text, escaped as in the text report, then for HTML" \
+		grep -q '<td class="w">\\x3cimg\\x20src=x\\x20onerror=alert(1)\\x3e&quot;&amp;&#39;@dest0.example</td>' "$D/hours.html"
+	expect_grep "the page tells the browser to fetch nothing (Content-Security-Policy)" \
+		"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\"" "$D/hours.html"
+	check "the page is one file of $(stat -c %s "$D/days.html") bytes for 30 days (at most 100 KB)" test "$(stat -c %s "$D/days.html")" -le 102400
+
+	# the network check has teeth: a page that loads an image
+	printf '<!DOCTYPE html><html><body><img src="http://192.0.2.1/x.png"></body></html>\n' > "$D/fetch.html"
+	ob_chromium --screenshot="$D/fetch.png" --log-net-log="$D/fetch.netlog" "file://$D/fetch.html" > /dev/null 2>&1
+	expect "a page with <img src=http://...>: the network log shows its request" "http://192.0.2.1/x.png" \
+		"$("$OB_PY" "$OB_SRC/tests/netlog.py" "$D/fetch.netlog")"
+	ns_stop
+
+	"$GREYLISTCTL" report --db="$D/none" --html="$D/no/such/dir/x.html" "$D/hours.log" > /dev/null 2> "$D/err"
+	expect "--html into a directory that does not exist: exit 1" 1 $?
+	expect_grep "and says why" 'greylistctl: .*no/such/dir/x\.html: No such file or directory' "$D/err"
 }
