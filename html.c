@@ -162,7 +162,7 @@ static int bins_make(const struct report_view *v, struct bins *b)
 			b->width = widths[i];
 	if (!b->width)
 		b->width = WEEK * (span / WEEK / BARS_MAX + 1);
-	b->t0 = v->start - v->start % b->width;
+	b->t0 = v->start - ((v->start % b->width) + b->width) % b->width;
 	b->n = (size_t)((v->end - b->t0) / b->width) + 1;
 	b->max = 0;
 	if (!(b->count = calloc(b->n, sizeof(*b->count))))
