@@ -6,6 +6,7 @@
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
+#   make bench-milter  a milter session's cost (bench/results.md, Milter)
 #   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
@@ -36,9 +37,10 @@ endif
 LDHARDEN = -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
 # libgdbm: the database. greylistctl also links libsystemd, to read the
 # journal for its report. Both load libsystemd, libnettle (the HMAC of
-# --privacy) and libpcre2-8 (postgrey's whitelists are Perl regular
-# expressions) with dlopen, only when needed (see log.c); their -dev
-# packages are build dependencies for the headers.
+# --privacy), libpcre2-8 (postgrey's whitelists are Perl regular
+# expressions) and libhiredis (the Redis store) with dlopen, only when
+# needed (see log.c); their -dev packages are build dependencies for the
+# headers.
 LDLIBS   = -lgdbm
 CTL_LIBS = -lsystemd
 PATHS    = -DSYSCONFDIR='"$(SYSCONFDIR)"' -DLOCALSTATEDIR='"$(LOCALSTATEDIR)"'
@@ -55,7 +57,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 
 # Debian packages: to build, to test, to run under `make run`.
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
-	     nettle-dev
+	     nettle-dev libhiredis-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
@@ -68,7 +70,7 @@ BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps
 all: greylistd greylistctl
 
 # The modules both programs share (greylist.h lists them).
-SHARED = config.o log.o triplet.o rule.o whitelist.o db.o
+SHARED = config.o log.o triplet.o rule.o whitelist.o db.o redis.o
 
 greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
@@ -123,6 +125,14 @@ bench: deps-build
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
+# make bench-milter: a milter session's cost against the same session
+# through the policy protocol (bench/milter.sh; the section "Milter" of
+# bench/results.md)
+bench-milter: deps-build
+	$(call need,systemd perl hyperfine)
+	$(MAKE) all
+	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh milter
+
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)
 FUZZ_SECONDS ?= 600
@@ -149,7 +159,8 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the two programs, the units, the man pages, the configuration
+# install - the two programs, the units (the policy service's and the
+# milter's), the man pages, the configuration
 # file and the whitelist (an admin's own are never overwritten), the
 # greylistd system user (sysusers.d) and the Exim ACL. Every path inside
 # them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
@@ -178,6 +189,8 @@ INSTALL_FILES = \
 	greylistctl:$(SBINDIR)/greylistctl:755 \
 	greylistd.socket:$(UNITDIR)/greylistd.socket:644 \
 	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
+	greylistd-milter.socket:$(UNITDIR)/greylistd-milter.socket:644 \
+	greylistd-milter@.service:$(UNITDIR)/greylistd-milter@.service:644 \
 	greylistd-metrics.service:$(UNITDIR)/greylistd-metrics.service:644 \
 	greylistd-metrics.timer:$(UNITDIR)/greylistd-metrics.timer:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
@@ -241,4 +254,4 @@ clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench bench-milter fuzz install clean deps-build deps-test deps-run

@@ -103,6 +103,16 @@ static const struct option_spec options[] = {
 	  "speak the milter protocol (Sendmail, Postfix's smtpd_milters)" },
 	{ "greylistd-protocol", OPT_FLAG, 0, 1, 0, &cfg.greylistd_protocol,
 	  "speak Debian greylistd's one-line protocol (--grey IP SENDER RCPT)" },
+	{ "redis", OPT_STRING, 0, 0, 0, &cfg.redis,
+	  "Redis store instead of the file: /socket/path or IP:PORT" },
+	{ "redis-password-file", OPT_STRING, 0, 0, 0, &cfg.redis_password_file,
+	  "file whose first line is the Redis password" },
+	{ "redis-sentinel", OPT_STRING, 0, 0, 0, &cfg.redis_sentinel,
+	  "Sentinels to ask for the Redis primary: IP:PORT[,IP:PORT...]" },
+	{ "redis-master", OPT_STRING, 0, 0, 0, &cfg.redis_master,
+	  "the primary's name at the Sentinels" },
+	{ "redis-wait", OPT_NUMBER, 0, 16, 0, &cfg.redis_wait,
+	  "replicas that must have each write before the answer (0)" },
 	{ "log-file", OPT_STRING, 0, 0, 0, &cfg.log_file,
 	  "append log lines to this file instead of syslog" },
 	{ "wait", OPT_DURATION, 1, 3600, 1, &cfg.wait,
@@ -602,9 +612,10 @@ static void check_template(const char *name, const char *tpl,
 	}
 }
 
-/* is_status - "4.N.N": an enhanced status code of class 4 (RFC 3463:
- * subject up to three digits, detail up to three) */
-static int is_status(const char *s)
+/* status_len - the length of the "4.N.N" that s starts with, an enhanced
+ * status code of class 4 (RFC 3463: subject up to three digits, detail
+ * up to three), or 0 */
+size_t status_len(const char *s)
 {
 	size_t a, b;
 
@@ -614,7 +625,16 @@ static int is_status(const char *s)
 	if (a < 1 || a > 3 || s[2 + a] != '.')
 		return 0;
 	b = strspn(s + 3 + a, "0123456789");
-	return b >= 1 && b <= 3 && !s[3 + a + b];
+	return b >= 1 && b <= 3 && !isdigit((unsigned char)s[3 + a + b])
+		? 3 + a + b : 0;
+}
+
+/* is_status - s is "4.N.N" and nothing else */
+static int is_status(const char *s)
+{
+	size_t n = status_len(s);
+
+	return n > 0 && !s[n];
 }
 
 /* check_action - what Postfix accepts as a deferring action: a word, a
@@ -688,6 +708,7 @@ void config_check(void)
 			     " digits and \"-\" in labels joined by dots)",
 			     cfg.hostname);
 	}
+	redis_check();
 	if (cfg.privacy && !lib_symbol(LIB_NETTLE, 2))
 		config_error("--privacy needs libnettle.so.8 (Debian package"
 			     " libnettle8) for its HMAC");

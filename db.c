@@ -252,6 +252,25 @@ static enum db_status open_fault(struct db *db, int err)
 	return db_fault(db, "cannot open %s: %s", cfg.db_path, strerror(err));
 }
 
+/* store_name - the store, for messages: the file, or the Redis server */
+const char *store_name(void)
+{
+	return redis_in_use() ? redis_where() : cfg.db_path;
+}
+
+/* store_open - db_open of the Redis store: its connection, whose
+ * commands run until the deadline; there is no lock (a request's
+ * writes are its compare-and-set, redis.c) */
+static enum db_status store_open(struct db *db,
+				 const struct timespec *deadline)
+{
+	db->redis = 1;
+	db->deadline = *deadline;
+	if (redis_open(deadline) != 0)
+		return db_fault(db, "%s", redis_why());
+	return DB_OK;
+}
+
 /* db_open - open and lock the database before the deadline. A reader
  * finds DB_ABSENT when there is no file yet; a writer creates it.
  * DB_DAMAGED: the file needs repair (db->dbf is open when GDBM could
@@ -267,6 +286,8 @@ enum db_status db_open(struct db *db, int writer,
 
 	memset(db, 0, sizeof(*db));
 	db->writer = writer;
+	if (redis_in_use())
+		return store_open(db, deadline);
 	fd = db_lock_fd(cfg.db_path, writer, deadline, &st);
 	if (fd < 0 && !writer && errno == ENOENT)
 		return DB_ABSENT;
@@ -322,6 +343,9 @@ int db_close(struct db *db)
  * fault, which is noted */
 int db_fetch(struct db *db, datum key, datum *value)
 {
+	if (db->redis)
+		return redis_fetch(key, value, &db->deadline) == 0 ? 0
+			: (db_fault(db, "%s", redis_why()), -1);
 	*value = gdbm_fetch(db->dbf, key);
 	if (value->dptr || gdbm_errno == GDBM_ITEM_NOT_FOUND)
 		return 0;
@@ -332,6 +356,9 @@ int db_fetch(struct db *db, datum key, datum *value)
 /* db_store - write one record; -1 on a fault, which is noted */
 int db_store(struct db *db, datum key, datum value)
 {
+	if (db->redis)
+		return redis_store(key, value, &db->deadline) == 0 ? 0
+			: (db_fault(db, "%s", redis_why()), -1);
 	if (gdbm_store(db->dbf, key, value, GDBM_REPLACE) == 0)
 		return 0;
 	db_fault(db, "writing %s: %s", cfg.db_path, gdbm_strerror(gdbm_errno));
@@ -411,15 +438,24 @@ int key_kind_read(struct db *db, struct key_kind *kk, int *present)
 	return rc;
 }
 
-/* key_kind_write - keep the key kind in the file's note */
-int key_kind_write(struct db *db, const struct key_kind *kk)
+/* key_kind_encode - the key-kind note's value, in buf (MAX_RECORD) */
+datum key_kind_encode(const struct key_kind *kk, char *buf, size_t size)
 {
 	long long f[1 + KEY_WORDS] = { kk->hashed };
 	size_t i;
 
 	for (i = 0; kk->hashed && i < sizeof(kk->secret); i++)
 		f[1 + i / 4] = f[1 + i / 4] << 8 | kk->secret[i];
-	return db_put(db, note_key(NOTE_KEYS), f, kk->hashed ? 1 + KEY_WORDS : 1);
+	return record_encode(buf, size, f, kk->hashed ? 1 + KEY_WORDS : 1);
+}
+
+/* key_kind_write - keep the key kind in the file's note */
+int key_kind_write(struct db *db, const struct key_kind *kk)
+{
+	char buf[MAX_RECORD];
+
+	return db_store(db, note_key(NOTE_KEYS),
+			key_kind_encode(kk, buf, sizeof(buf)));
 }
 
 /* key_kind_new - the key kind of a new file: with --privacy, a new

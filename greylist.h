@@ -17,6 +17,8 @@
  *			request against them (network input)
  *	db.c		the GDBM file: locked open, records, notes, and one
  *			request's read-decide-write session
+ *	redis.c		the Redis store instead of the file (--redis): the
+ *			same records, with TTLs, and a compare-and-set
  *
  * DATABASE RECORDS (version 1)
  *	key "T\n<net>\n<sender>\n<recipient>"	value "1 FIRST LAST PASSED"
@@ -143,6 +145,11 @@ struct config {
 	long long exim;
 	long long milter;
 	long long greylistd_protocol;
+	const char *redis;
+	const char *redis_password_file;
+	const char *redis_sentinel;
+	const char *redis_master;
+	long long redis_wait;
 	long long wait;
 	long long help;
 	long long version;
@@ -169,6 +176,7 @@ int config_parse(int argc, char **argv, const struct option_spec *extra,
 		 size_t nextra, const char **words, int maxwords);
 void config_usage(FILE *f, const struct option_spec *extra, size_t nextra);
 void config_check(void);
+size_t status_len(const char *s);
 void config_report(void);
 size_t config_options(const struct option_spec **table);
 
@@ -190,7 +198,7 @@ extern int log_stderr;
 
 /* Libraries loaded (dlopen) only when they are used, because linking
  * them costs every process's start-up (see log.c). */
-enum library { LIB_SYSTEMD, LIB_NETTLE, LIB_PCRE2, LIB_COUNT };
+enum library { LIB_SYSTEMD, LIB_NETTLE, LIB_PCRE2, LIB_HIREDIS, LIB_COUNT };
 void *lib_symbol(enum library lib, size_t i);
 
 int sd_stream_socket(int *fd);
@@ -235,6 +243,7 @@ struct triplet {
 
 void mask_bits(unsigned char *a, size_t len, long long bits);
 int parse_address(const char *text, int *family, unsigned char *a);
+int network_of(int family, const unsigned char *bin, char *out);
 int client_net(const char *text, struct triplet *t);
 void lower(char *dst, const char *src);
 void normalise_sender(char *dst, const char *src);
@@ -298,6 +307,7 @@ struct outcome {
 void decide(const long long *t, const long long *c, long long now,
 	    struct outcome *o);
 void fail_open(struct outcome *o, const char *why);
+long long record_end(datum key, datum value);
 int expired(datum key, datum value, long long now);
 long long touch_interval(void);
 
@@ -359,6 +369,8 @@ enum db_status { DB_OK, DB_ABSENT, DB_DAMAGED, DB_FAULT };
 
 struct db {
 	GDBM_FILE dbf;
+	int redis;			/* the Redis store, not the file */
+	struct timespec deadline;	/* Redis: of the open's commands */
 	int writer;
 	ino_t ino;			/* the locked file */
 	char why[200];			/* the fault, for the log */
@@ -382,6 +394,7 @@ long long note_get_number(struct db *db, enum note n);
 int note_put_number(struct db *db, enum note n, long long v);
 int key_kind_parse(datum d, struct key_kind *kk);
 int key_kind_read(struct db *db, struct key_kind *kk, int *present);
+datum key_kind_encode(const struct key_kind *kk, char *buf, size_t size);
 int key_kind_write(struct db *db, const struct key_kind *kk);
 int key_kind_new(struct key_kind *kk, int hashed);
 int db_lock_fd(const char *path, int writer,
@@ -398,5 +411,23 @@ struct lookup {
 
 void db_greylist(const struct triplet *t, struct lookup *lk,
 		 struct outcome *o);
+
+/*
+ * The Redis store (redis.c), used instead of the file when --redis or
+ * --redis-sentinel is set.
+ */
+
+int redis_in_use(void);
+const char *store_name(void);
+void redis_check(void);
+void redis_greylist(const struct triplet *t, struct outcome *o);
+const char *redis_why(void);
+const char *redis_where(void);
+int redis_open(const struct timespec *deadline);
+int redis_fetch(datum key, datum *value, const struct timespec *deadline);
+int redis_store(datum key, datum value, const struct timespec *deadline);
+long long redis_walk(void (*fn)(datum, datum, void *), void *arg,
+		     long long seconds);
+long long redis_memory(const struct timespec *deadline);
 
 #endif

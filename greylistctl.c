@@ -256,6 +256,50 @@ void snap_free(struct snap *s)
 	*s->dir = 0;
 }
 
+/* A snapshot of the Redis store being written. */
+struct copy {
+	GDBM_FILE dbf;
+	int failed;
+};
+
+/* copy_in - redis_walk's step for a snapshot: one record into the copy */
+static void copy_in(datum key, datum value, void *arg)
+{
+	struct copy *w = arg;
+
+	if (gdbm_store(w->dbf, key, value, GDBM_REPLACE) != 0)
+		w->failed = 1;
+}
+
+/* snap_redis - snap_take of the Redis store: a private GDBM file of its
+ * records, walked with SCAN (not one moment's state, as a file's copy
+ * is: a record written or deleted meanwhile may or may not be in it) */
+static enum snap_status snap_redis(struct snap *s)
+{
+	struct timespec deadline = deadline_in(CTL_LOCK_WAIT);
+	struct copy w = { NULL, 0 };
+	long long n;
+
+	if (redis_open(&deadline) != 0) {
+		say("%s: %s", redis_where(), redis_why());
+		return SNAP_ERROR;
+	}
+	if (snap_dir(s, 1) != 0 || !(w.dbf = gdbm_open(s->file, 0, GDBM_NEWDB
+	    | GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC, 0600, NULL))) {
+		say("a private copy of %s: %s", redis_where(), *s->dir
+		    ? gdbm_strerror(gdbm_errno) : strerror(errno));
+		return SNAP_ERROR;
+	}
+	s->dbf = w.dbf;
+	n = redis_walk(copy_in, &w, CTL_LOCK_WAIT);
+	if (n < 0 || w.failed) {
+		say("%s: %s", redis_where(), n < 0 ? redis_why()
+		    : gdbm_strerror(gdbm_errno));
+		return SNAP_ERROR;
+	}
+	return n == 0 ? SNAP_ABSENT : SNAP_OK;
+}
+
 /* snap_take - a private copy of the database, taken under the shared
  * lock (about 50 ms for a million records), so that long reads hold no
  * lock and see one consistent state. SNAP_OK, SNAP_ABSENT (no database
@@ -268,6 +312,8 @@ enum snap_status snap_take(struct snap *s)
 	int src;
 
 	memset(s, 0, sizeof(*s));
+	if (redis_in_use())
+		return snap_redis(s);
 	src = db_lock_fd(cfg.db_path, 0, &deadline, &st);
 	if (src < 0 && errno == ENOENT)
 		return SNAP_ABSENT;
@@ -309,8 +355,12 @@ int snap_need(struct snap *s)
 	case SNAP_OK:
 		return 0;
 	case SNAP_ABSENT:
-		say("%s: no database there (none has been written yet, or"
-		    " --db names the wrong file)", cfg.db_path);
+		if (redis_in_use())
+			say("%s: no records of greylistd's there (none has been"
+			    " written yet)", redis_where());
+		else
+			say("%s: no database there (none has been written yet,"
+			    " or --db names the wrong file)", cfg.db_path);
 		break;
 	case SNAP_DAMAGED:
 		say("%s is damaged: run greylistctl repair", cfg.db_path);
@@ -463,16 +513,16 @@ static int check_db(void)
 		return 0;		/* the first request creates it */
 	}
 	if (!s.dbf) {
-		printf("%s: cannot be read (see above)\n", cfg.db_path);
+		printf("%s: cannot be read (see above)\n", store_name());
 		snap_free(&s);
 		return 1;
 	}
 	db.dbf = s.dbf;
 	if (key_kind_read(&db, &kk, &present) != 0) {
-		printf("%s: %s\n", cfg.db_path, db.why);
+		printf("%s: %s\n", store_name(), db.why);
 		rc = 1;
 	} else if (present && kk.hashed != (cfg.privacy != 0)) {
-		printf("%s: holds %s keys, but privacy is %s\n", cfg.db_path,
+		printf("%s: holds %s keys, but privacy is %s\n", store_name(),
 		       kk.hashed ? "hashed" : "plain", cfg.privacy ? "on" : "off");
 		rc = 1;
 	}
@@ -780,7 +830,7 @@ static int in_slices(size_t n, int (*op)(struct db *, size_t, void *),
 				say("%s", db.why);
 			return -1;
 		}
-		if (i < n)
+		if (i < n && !db.redis)	/* Redis has no lock to yield */
 			pause_ms(SLICE_PAUSE_MS);
 	}
 	return 0;
@@ -1163,7 +1213,7 @@ static int load_kind_note(struct loader *l)
 			     || memcmp(kk.secret, l->file.secret,
 				       sizeof(kk.secret)) != 0)) {
 		db_fault(&db, "another process gave %s other keys meanwhile",
-			 cfg.db_path);
+			 store_name());
 		rc = -1;
 	}
 	if (rc != 0)
@@ -1246,7 +1296,7 @@ static int cmd_load(void)
 	static struct loader l = { .version = 2 };
 	int end = 0, rc = load_file_kind(&l);
 
-	if (rc == 0)
+	if (rc == 0 && !redis_in_use())
 		rc = own_new_file(cfg.db_path);
 	while (rc == 0 && !end) {
 		end = load_read(&l);
@@ -1772,6 +1822,12 @@ static int cmd_expire(void)
 {
 	long long now = (long long)time(NULL);
 
+	if (redis_in_use()) {
+		printf("nothing to do: Redis expires greylistd's records itself"
+		       " (each has a TTL)\n");
+		return flush_stdout();
+	}
+
 	if (opt_if_due && !claim_expiry(now)) {
 		printf("no expiry due\n");
 		return flush_stdout();
@@ -1792,6 +1848,11 @@ static int cmd_stats(void)
 /* cmd_repair - make a damaged file whole, after a full check */
 static int cmd_repair(void)
 {
+	if (redis_in_use()) {
+		printf("nothing to do: greylistctl repairs the GDBM file; Redis"
+		       " keeps its own data (its AOF or RDB files)\n");
+		return flush_stdout();
+	}
 	return repair(0, stdout) != 0 || flush_stdout() ? 1 : 0;
 }
 
@@ -1818,10 +1879,10 @@ static int cmd_maintain(void)
 	long long now = (long long)time(NULL);
 	int rc = 0;
 
-	if (opt_repair && repair(0, NULL) != 0)
+	if (opt_repair && !redis_in_use() && repair(0, NULL) != 0)
 		rc = 1;
 	report_whitelists();
-	if (claim_expiry(now) && expire_repairing(now, NULL) != 0)
+	if (!redis_in_use() && claim_expiry(now) && expire_repairing(now, NULL) != 0)
 		rc = 1;
 	return rc;
 }

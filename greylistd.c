@@ -54,14 +54,14 @@
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
  *	  lines 170-404	Reading requests: bounded lines, attributes
- *	  lines 405-503	The request: attributes to triplet, whitelist, store
- *	  lines 504-716	Answering: the reply, the decision log line
- *	  lines 717-1084	The milter protocol: packets, macros, replies
- *	  lines 1085-1191	Debian greylistd's protocol: one line, one word
+ *	  lines 405-506	The request: attributes to triplet, whitelist, store
+ *	  lines 507-719	Answering: the reply, the decision log line
+ *	  lines 720-1094	The milter protocol: packets, macros, replies
+ *	  lines 1095-1203	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1192-1405 (serving,
+ *	Only the admin's files reach, here: lines 1204-1417 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -494,7 +494,10 @@ static void policy(const struct request *r, struct outcome *o)
 	o->v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
 	if (o->v != V_NEW)
 		return;
-	db_greylist(&t, &lookup, o);
+	if (redis_in_use())
+		redis_greylist(&t, o);
+	else
+		db_greylist(&t, &lookup, o);
 	if (o->awl_new)
 		msg_log(LOG_INFO, "whitelisted: %s[%s]", log_value(name,
 			sizeof(name), r->attr[A_CLIENT_NAME]
@@ -821,7 +824,8 @@ static int send_packet(const struct conn *c, char cmd, const char *data,
 		return -1;
 	put32(buf, (uint32_t)(len + 1));
 	buf[4] = cmd;
-	memcpy(buf + 5, data, len);
+	if (len)
+		memcpy(buf + 5, data, len);
 	return write_all(c, buf, len + 5);
 }
 
@@ -942,8 +946,10 @@ static int verified(const struct milter *m)
 }
 
 /* milter_defer - REPLYCODE "4NN 4.N.N text": the configured code (451
- * 4.7.1 for DEFER_IF_PERMIT and the other words), every "%" doubled (a
- * single one makes Sendmail answer 550 5.7.1, a permanent failure) */
+ * for DEFER_IF_PERMIT and the other words), 4.7.1 unless the code or the
+ * text has an enhanced status already (as Postfix adds it), every "%"
+ * doubled (a single one makes Sendmail answer 550 5.7.1, a permanent
+ * failure) */
 static int milter_defer(const struct conn *c, const struct request *r,
 			const struct outcome *o)
 {
@@ -954,8 +960,9 @@ static int milter_defer(const struct conn *c, const struct request *r,
 	reply_text(text, sizeof(text), 1, r->attr[A_RECIPIENT], o->seconds);
 	snprintf(code, sizeof(code), "%s", isdigit((unsigned char)*a)
 		 ? a : "451");
+	n = status_len(text);
 	n = (size_t)snprintf(buf, sizeof(buf), "%s%s ", code, strchr(code, ' ')
-			     ? "" : " 4.7.1");
+			     || (n > 0 && text[n] == ' ') ? "" : " 4.7.1");
 	for (t = text; *t && n + 3 < sizeof(buf); t++) {
 		if (*t == '%')
 			buf[n++] = '%';
@@ -999,16 +1006,19 @@ static enum read_status milter_rcpt(const struct conn *c, struct milter *m,
 static enum read_status milter_eob(const struct conn *c, struct milter *m)
 {
 	char text[MAX_TEXT + 64], buf[MAX_REPLY];
+	const char *value;
 	char *colon;
 	size_t n;
 
 	if (m->header >= 0 && *cfg.header) {
 		reply_text(text, sizeof(text), 0, NULL, m->header);
-		colon = strchr(text, ':');
-		*colon = 0;
+		colon = strchr(text, ':');	/* config_check saw one */
+		value = colon ? colon + 1 + (colon[1] == ' ') : "";
+		if (colon)
+			*colon = 0;
 		put32(buf, 0);
 		n = (size_t)snprintf(buf + 4, sizeof(buf) - 4, "%s%c%s", text, 0,
-				     colon + 1 + (colon[1] == ' '));
+				     value);
 		if (send_packet(c, 'i', buf, 4 + n + 1) != 0)
 			return RD_IOERR;
 	}
@@ -1121,9 +1131,11 @@ static char *gp_line(struct conn *c)
  * Debian's greylistd takes it; the count, or -1 with too many */
 static int gp_words(char *s, char **w)
 {
+	char *save = NULL;
 	int n = 0;
 
-	for (s = strtok(s, " \t"); s; s = strtok(NULL, " \t")) {
+	for (s = strtok_r(s, " \t", &save); s;
+	     s = strtok_r(NULL, " \t", &save)) {
 		if (n == GP_MAX_WORDS)
 			return -1;
 		lower(s, s);

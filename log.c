@@ -11,14 +11,15 @@
  *	Every value that came from the network passes through log_value()
  *	before it is part of a line; every format string is a constant.
  *
- *	libsystemd, libnettle and libpcre2-8 are loaded with dlopen(3) only
- *	when they are needed, not linked: linking a library makes every
+ *	libsystemd, libnettle, libpcre2-8 and libhiredis are loaded with
+ *	dlopen(3) only when they are needed, not linked: linking makes every
  *	process pay for its relocations at start-up (libsystemd pulls in five
  *	more and doubles a start; nettle adds some 380,000 instructions, and
  *	PCRE2 27,000 and 8 system calls, counted with callgrind and strace),
  *	and most processes use none of them. libsystemd is needed to take a
  *	socket systemd passed or to log to the journal; nettle for the HMAC
- *	of --privacy; PCRE2 for a whitelist's regular expressions.
+ *	of --privacy; PCRE2 for a whitelist's regular expressions; hiredis
+ *	for the Redis store (redis.c).
  */
 
 #define _GNU_SOURCE
@@ -71,6 +72,11 @@ static const struct {
 			  "pcre2_match_context_create_8",
 			  "pcre2_set_match_limit_8", "pcre2_set_depth_limit_8",
 			  "pcre2_set_heap_limit_8", NULL } },
+	[LIB_HIREDIS] = { "libhiredis.so.0.14",
+			  { "redisConnectWithTimeout",
+			    "redisConnectUnixWithTimeout", "redisSetTimeout",
+			    "redisCommandArgv", "freeReplyObject", "redisFree",
+			    NULL } },
 };
 
 static struct {

@@ -551,7 +551,7 @@ static void confirm_passes(void)
 
 	if (snap_take(&sn) != SNAP_OK) {
 		say("the database %s could not be read: passes are taken from"
-		    " the log alone", cfg.db_path);
+		    " the log alone", store_name());
 		snap_free(&sn);
 		return;
 	}
@@ -561,7 +561,7 @@ static void confirm_passes(void)
 			confirm_one(all.s[i]);
 	else
 		say("%s: its keys cannot be read: passes are taken from the"
-		    " log alone", cfg.db_path);
+		    " log alone", store_name());
 	snap_free(&sn);
 }
 

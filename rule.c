@@ -15,6 +15,7 @@
 
 #define _GNU_SOURCE
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -208,21 +209,32 @@ void fail_open(struct outcome *o, const char *why)
 	snprintf(o->why, sizeof(o->why), "fail-open (%s)", why);
 }
 
-/* expired - the record has outlived its use: a triplet or client idle
- * past max-age, a triplet still pending after the retry window (its next
- * try starts over anyway), or a T or C record of another shape. Notes
- * never expire. */
+/* record_end - the last second a record is of use: a triplet or client
+ * until max-age after it was last seen, a pending triplet no longer than
+ * the retry window (its next try starts over anyway). expired() once the
+ * time is past it, and the Redis store's TTL ends there. -1 for a T or C
+ * record of another shape; LLONG_MAX for a note, which never expires. */
+long long record_end(datum key, datum value)
+{
+	long long f[T_FIELDS], end;
+
+	if (key.dsize < 2 || key.dptr[1] != '\n'
+	    || (key.dptr[0] != 'T' && key.dptr[0] != 'C'))
+		return LLONG_MAX;
+	if (key.dptr[0] == 'C')
+		return client_record(value, f) ? f[C_LAST] + cfg.max_age : -1;
+	if (!triplet_record(value, f))
+		return -1;
+	end = f[T_LAST] + cfg.max_age;
+	if (f[T_PASSED] == 0 && f[T_FIRST] + cfg.retry_window < end)
+		end = f[T_FIRST] + cfg.retry_window;
+	return end;
+}
+
+/* expired - the record has outlived its use, or has no known shape */
 int expired(datum key, datum value, long long now)
 {
-	long long f[T_FIELDS];
+	long long end = record_end(key, value);
 
-	if (key.dsize < 2 || key.dptr[1] != '\n')
-		return 0;
-	if (key.dptr[0] == 'T')
-		return !triplet_record(value, f) || now - f[T_LAST] > cfg.max_age
-			|| (f[T_PASSED] == 0
-			    && now - f[T_FIRST] > cfg.retry_window);
-	if (key.dptr[0] == 'C')
-		return !client_record(value, f) || now - f[C_LAST] > cfg.max_age;
-	return 0;
+	return end < 0 || now > end;
 }

@@ -159,10 +159,11 @@ static void print_text(FILE *f, const struct stats *st, long long total,
 		       long long size)
 {
 	/* errors of these writes are seen once, by output_close() */
-	(void)fprintf(f, "file=%s\nfile_size=%lld\nkeys=%s\nrecords=%lld\n"
-		      "triplets=%lld\npending=%lld\npassed=%lld\nclients=%lld\n"
-		      "auto_whitelisted=%lld\nunknown=%lld\n", cfg.db_path,
-		      size, st->keys, total, st->n['T'], st->pending,
+	(void)fprintf(f, redis_in_use() ? "store=%s\nused_memory=%lld\n"
+		      : "file=%s\nfile_size=%lld\n", store_name(), size);
+	(void)fprintf(f, "keys=%s\nrecords=%lld\ntriplets=%lld\npending=%lld\n"
+		      "passed=%lld\nclients=%lld\nauto_whitelisted=%lld\n"
+		      "unknown=%lld\n", st->keys, total, st->n['T'], st->pending,
 		      st->passed, st->n['C'], st->awl, st->n['X']);
 	print_stat_time(f, "oldest", st->oldest);
 	print_stat_time(f, "newest", st->newest);
@@ -250,15 +251,22 @@ static void print_openmetrics(FILE *f, const struct stats *st,
 	om_gauge(f, "greylistd_auto_whitelisted_clients", NULL, "Clients"
 		 " passed often enough not to be greylisted.", NULL,
 		 &(struct sample){ NULL, st->awl }, 1);
-	om_gauge(f, "greylistd_database_size_bytes", "bytes", "The size of"
-		 " the database file.", NULL, &(struct sample){ NULL, size }, 1);
-	om_gauge(f, "greylistd_last_expiry_timestamp_seconds", "seconds",
-		 "When the last expiry began, in Unix time; 0: never.", NULL,
-		 &(struct sample){ NULL, st->last_expiry }, 1);
-	om_gauge(f, "greylistd_last_reorganization_timestamp_seconds",
-		 "seconds", "When expiry last reorganized the file, in Unix"
-		 " time; 0: never.", NULL,
-		 &(struct sample){ NULL, st->last_reorganize }, 1);
+	if (redis_in_use()) {	/* Redis expires records itself (TTLs) */
+		om_gauge(f, "greylistd_redis_used_memory_bytes", "bytes", "The"
+			 " Redis server's used memory, all of its keys.", NULL,
+			 &(struct sample){ NULL, size }, 1);
+	} else {
+		om_gauge(f, "greylistd_database_size_bytes", "bytes", "The size"
+			 " of the database file.", NULL,
+			 &(struct sample){ NULL, size }, 1);
+		om_gauge(f, "greylistd_last_expiry_timestamp_seconds", "seconds",
+			 "When the last expiry began, in Unix time; 0: never.",
+			 NULL, &(struct sample){ NULL, st->last_expiry }, 1);
+		om_gauge(f, "greylistd_last_reorganization_timestamp_seconds",
+			 "seconds", "When expiry last reorganized the file, in"
+			 " Unix time; 0: never.", NULL,
+			 &(struct sample){ NULL, st->last_reorganize }, 1);
+	}
 	om_gauge(f, "greylistd_deferred_last_day", NULL, "Triplets first"
 		 " deferred in the last 24 hours, by what became of them:"
 		 " passed later, never retried (not passed within greylistd's"
@@ -268,15 +276,30 @@ static void print_openmetrics(FILE *f, const struct stats *st,
 	(void)fputs("# EOF\n", f);
 }
 
+/* store_size - the file's size, or the Redis server's used memory; -1
+ * (said) when it cannot be had */
+static int store_size(long long *size)
+{
+	struct timespec deadline = deadline_in(cfg.wait);
+	struct stat sb;
+
+	*size = redis_in_use() ? redis_memory(&deadline)
+		: stat(cfg.db_path, &sb) == 0 ? (long long)sb.st_size : -1;
+	if (*size >= 0)
+		return 0;
+	say("%s: %s", store_name(), redis_in_use() ? redis_why()
+	    : strerror(errno));
+	return -1;
+}
+
 /* stats - the database's figures, as "key=value" lines or metrics, on
  * stdout or into the file "path" (whole or not at all) */
 int stats(int openmetrics, const char *path)
 {
 	struct output out;
 	struct stats st;
-	struct stat sb;
 	struct snap s;
-	long long total;
+	long long total, size;
 
 	if (snap_need(&s) != 0)
 		return 1;
@@ -286,17 +309,12 @@ int stats(int openmetrics, const char *path)
 	st.window = cfg.delay;
 	total = walk_said(s.dbf, count_record, &st);
 	snap_free(&s);
-	if (total < 0)
-		return 1;
-	if (stat(cfg.db_path, &sb) != 0) {
-		say("%s: %s", cfg.db_path, strerror(errno));
-		return 1;
-	}
-	if (output_open(&out, path) != 0)
+	if (total < 0 || store_size(&size) != 0
+	    || output_open(&out, path) != 0)
 		return 1;
 	if (openmetrics)
-		print_openmetrics(out.f, &st, total, (long long)sb.st_size);
+		print_openmetrics(out.f, &st, total, size);
 	else
-		print_text(out.f, &st, total, (long long)sb.st_size);
+		print_text(out.f, &st, total, size);
 	return output_close(&out, 1);
 }

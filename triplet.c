@@ -58,6 +58,21 @@ int parse_address(const char *text, int *family, unsigned char *a)
 	return 0;
 }
 
+/* network_of - the network an address is keyed by, as text (a buffer of
+ * INET6_ADDRSTRLEN): masked to --ipv4cidr or --ipv6cidr bits, or the
+ * address itself with --lookup-by-host; -1 if it cannot be written */
+int network_of(int family, const unsigned char *bin, char *out)
+{
+	unsigned char m[16];
+	size_t len = family == AF_INET ? 4 : 16;
+
+	memcpy(m, bin, len);
+	if (!cfg.lookup_by_host)
+		mask_bits(m, len, family == AF_INET ? cfg.ipv4cidr
+			  : cfg.ipv6cidr);
+	return inet_ntop(family, m, out, INET6_ADDRSTRLEN) ? 0 : -1;
+}
+
 /* client_net - parse client_address into the triplet's address, network
  * and auto-whitelist key. The key is the IPv4 address, as postgrey's;
  * for IPv6 it is the network, because a /64 is one site whose servers
@@ -65,19 +80,9 @@ int parse_address(const char *text, int *family, unsigned char *a)
  * /64). -1 if it is not an IP address. */
 int client_net(const char *text, struct triplet *t)
 {
-	unsigned char m[16];
-	size_t len;
-
-	if (parse_address(text, &t->family, t->bin) != 0)
-		return -1;
-	len = t->family == AF_INET ? 4 : 16;
-	if (!inet_ntop(t->family, t->bin, t->addr, sizeof(t->addr)))
-		return -1;
-	memcpy(m, t->bin, len);
-	if (!cfg.lookup_by_host)
-		mask_bits(m, len, t->family == AF_INET ? cfg.ipv4cidr
-			  : cfg.ipv6cidr);
-	if (!inet_ntop(t->family, m, t->net, sizeof(t->net)))
+	if (parse_address(text, &t->family, t->bin) != 0
+	    || !inet_ntop(t->family, t->bin, t->addr, sizeof(t->addr))
+	    || network_of(t->family, t->bin, t->net) != 0)
 		return -1;
 	memcpy(t->client, t->family == AF_INET ? t->addr : t->net,
 	       sizeof(t->client));

@@ -3,6 +3,9 @@
 #
 #   GREYLISTD=/path/to/greylistd bench/bench.sh     (what `make bench` runs;
 #                                  without GREYLISTD it builds its own copy)
+#   bench/bench.sh milter          only the milter's cost (bench/milter.sh:
+#                                  `make bench-milter`), which it writes as
+#                                  the section "## Milter" of results.md
 #
 # greylistd runs as in production, one process per connection under
 # `systemd-socket-activate --accept --inetd`; postgrey (Debian's package)
@@ -36,6 +39,8 @@
 # TMPDIR.
 
 set -euo pipefail
+MODE=${1:-all}
+case $MODE in all|milter) ;; *) echo "usage: bench/bench.sh [milter]" >&2; exit 2 ;; esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -61,8 +66,10 @@ die() { say "bench: $*"; exit 2; }
 need_pkgs=
 command -v "$CC" >/dev/null || need_pkgs+=" gcc libc6-dev"
 [ -e /usr/include/gdbm.h ] || need_pkgs+=" libgdbm-dev"
-[ -x $POSTGREY ] || need_pkgs+=" postgrey"
-perl -MBerkeleyDB -e1 2>/dev/null || need_pkgs+=" libberkeleydb-perl"
+if [ "$MODE" = all ]; then
+	[ -x $POSTGREY ] || need_pkgs+=" postgrey"
+	perl -MBerkeleyDB -e1 2>/dev/null || need_pkgs+=" libberkeleydb-perl"
+fi
 command -v systemd-socket-activate >/dev/null || need_pkgs+=" systemd"
 [ -x /usr/bin/time ] || need_pkgs+=" time"
 command -v ps >/dev/null || need_pkgs+=" procps"
@@ -75,7 +82,10 @@ if [ -n "$need_pkgs" ]; then
 	|| { $sudo -E apt-get update -q && $sudo -E apt-get install -y -q $need_pkgs; } \
 	|| die "could not install:$need_pkgs"
 fi
-if [ "$(id -u)" -eq 0 ]; then		# postgrey drops to its own user
+if [ "$MODE" = milter ]; then
+	SIZES=				# no postgrey phases: bench/milter.sh's own
+	PG_USER=$(id -un) PG_GROUP=$(id -gn)
+elif [ "$(id -u)" -eq 0 ]; then		# postgrey drops to its own user
 	id postgrey >/dev/null 2>&1 || die "no user postgrey (the package creates it)"
 	PG_USER=postgrey PG_GROUP=postgrey
 else
@@ -175,6 +185,7 @@ DECISION=': action=(greylist, reason=(new|early-retry \([0-9]+s missing\))|pass,
 RAW=$W/raw.tsv
 printf 'workload\tsystem\trecords\tn\tsecs\trps\tp50_us\tp99_us\twrong\terrors\tturn_rps_min\tturn_rps_max\n' >"$RAW"
 RUNID=0
+declare -A SYSARGS=()		# client arguments of a system (bench/milter.sh)
 declare -A SOCK=([greylistd]=$GL_SOCK [postgrey]=$PG_SOCK [floor]=$FLOOR_SOCK [floor-static]=$SFLOOR_SOCK)
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
@@ -195,10 +206,11 @@ measure() {
 		((r % 2)) || order=$(printf '%s\n' $systems | tac | tr '\n' ' ')
 		for sys in $order; do
 			RUNID=$((RUNID + 1))
-			[ "$sys" != greylistd ] || lines0=$(wc -l <"$GL_LOG")
+			lines0=$(wc -l <"$GL_LOG")
 			rc=0
+			# shellcheck disable=SC2086 # SYSARGS: words (bench/milter.sh)
 			out=$("$C" -s "${SOCK[$sys]}" -r $RUNID -d $DELAY \
-				-o "$W/lat.$sys" "$@" 2>"$W/client.err") || rc=$?
+				-o "$W/lat.$sys" ${SYSARGS[$sys]:-} "$@" 2>"$W/client.err") || rc=$?
 			if [ -z "$out" ]; then
 				problem "$name/$sys: the client failed: $(tail -n 3 "$W/client.err")"
 				continue
@@ -210,8 +222,8 @@ measure() {
 			twrong[$sys]=$((twrong[$sys] + $(field wrong "$out")))
 			terrors[$sys]=$((terrors[$sys] + $(field errors "$out")))
 			((rc == 0)) || problem "$name/$sys: $(field wrong "$out") wrong answers, $(field errors "$out") failed requests: $(grep -v '^$' "$W/client.err" | head -n 3 | tr '\n' ' ')"
-			if [ "$sys" = greylistd ]; then
-				# one decision line per answer, and nothing else
+			if [ "$sys" != postgrey ] && [ "${sys#floor}" = "$sys" ]; then
+				# greylistd: one decision line per answer, and nothing else
 				tail -n +$((lines0 + 1)) "$GL_LOG" >"$W/turn.log"
 				lines1=$(grep -cE "$DECISION" "$W/turn.log" || true)
 				((lines1 == n)) || problem "$name: greylistd logged $lines1 decisions for $n answers"
@@ -386,6 +398,11 @@ fi
 PG_VER=$(dpkg-query -W -f='${Version}' postgrey 2>/dev/null || echo "?")
 GDBM_VER=$(dpkg-query -W -f='${Version}' libgdbm6 2>/dev/null || echo "?")
 BDB_VER=$(perl -MBerkeleyDB -e 'print $BerkeleyDB::db_version' 2>/dev/null || echo "?")
+if [ "$MODE" = milter ]; then
+	# shellcheck source=bench/milter.sh
+	. "$HERE/milter.sh"	# writes its section of results.md, and exits
+fi
+OLD_MILTER=$(sed -n '/^## Milter$/,$p' "$OUT" 2>/dev/null || true)
 PG_START_LIST=$(printf '%s\n' "${PG_STARTS[@]}" | sort -n | while read -r s; do ms "$s"; echo; done | paste -sd, - | sed 's/,/, /g')
 g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 
@@ -473,6 +490,10 @@ g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 	echo "their default auto-whitelist of clients (5). Start-up: greylistd is started on a"
 	echo "socketpair, as spawn(8) and inetd start it; postgrey is timed from exec to its"
 	echo "first answer on its socket."
+	if [ -n "$OLD_MILTER" ]; then	# bench/milter.sh's, from its last run
+		echo
+		printf '%s\n' "$OLD_MILTER"
+	fi
 } >"$OUT"
 [ "$OUT" = "$RAWDIR/results.md" ] || cp "$OUT" "$RAWDIR/results.md"
 

@@ -29,6 +29,16 @@
  *	spawn(8) and inetd do), send one known-triplet request, and time
  *	exec to first answer; then close and reap it.
  *
+ * With -M every mode speaks the milter protocol (greylistd --milter) in
+ * place of the policy protocol: a "request" is a whole milter session on
+ * a connection of its own, as Sendmail and Postfix open one per SMTP
+ * session: OPTNEG, CONNECT (with the {client_name} macros), MAIL, one
+ * RCPT, then EOB when the RCPT was accepted (ABORT when it got 451, as the
+ * MTAs do), each packet waiting for its answer, and QUIT. Its latency runs
+ * from connect(2) to the last answer. known: CONTINUE at RCPT and EOB;
+ * new and early: 451 4.7.1 at RCPT, with the seconds as above. -x -M
+ * times exec to the answer to OPTNEG.
+ *
  * Exit status: 0 when every answer was right, 1 otherwise, 2 on usage.
  */
 
@@ -68,6 +78,7 @@ static struct {
 	unsigned long runid;
 	long delay;
 	const char *latfile;
+	int milter;			/* -M */
 } opt = {
 	.clients = 1, .secs = 3, .max = 0, .known = 1000, .pending = 0,
 	.delay = 3600,
@@ -125,19 +136,23 @@ static void problem(const char *fmt, ...)
 	pthread_mutex_unlock(&report_lock);
 }
 
-/* build - one RCPT request as Postfix 3.7 sends it; returns its length */
-static size_t build(struct worker *w, enum cls c, char *buf, size_t size)
-{
+/* One request's triplet and the values around it. */
+struct trip {
 	char addr[32], sender[160], rcpt[96], name[64];
+	uint64_t r;
+};
+
+/* pick_triplet - the triplet of a request of class c */
+static void pick_triplet(struct worker *w, enum cls c, struct trip *t)
+{
 	unsigned long i;
 	uint64_t r = rnd(&w->rng);
-	int n;
 
 	if (c == C_NEW) {
 		/* a triplet no run has used: run id, thread, sequence */
 		i = (unsigned long)(r >> 40);
-		triplet_addr(addr, sizeof(addr), i);
-		snprintf(sender, sizeof(sender),
+		triplet_addr(t->addr, sizeof(t->addr), i);
+		snprintf(t->sender, sizeof(t->sender),
 			 "n%lux%dx%lu.Bounce-%u@list%lu.example.org",
 			 opt.runid, w->idx, w->seq, (unsigned)(r % 100000),
 			 w->seq % 1000);
@@ -147,12 +162,24 @@ static size_t build(struct worker *w, enum cls c, char *buf, size_t size)
 		unsigned long range = c == C_KNOWN ? opt.known : opt.pending;
 
 		i = (unsigned long)((r >> 16) % range);
-		triplet_addr(addr, sizeof(addr), i);
-		triplet_sender(sender, sizeof(sender), k, i,
+		triplet_addr(t->addr, sizeof(t->addr), i);
+		triplet_sender(t->sender, sizeof(t->sender), k, i,
 			       (unsigned)(r % 100000));
 	}
-	triplet_rcpt(rcpt, sizeof(rcpt), i);
-	snprintf(name, sizeof(name), "mx%lu.senders.example.com", i % 1000);
+	triplet_rcpt(t->rcpt, sizeof(t->rcpt), i);
+	snprintf(t->name, sizeof(t->name), "mx%lu.senders.example.com", i % 1000);
+	t->r = r;
+}
+
+/* build - one RCPT request as Postfix 3.7 sends it; returns its length */
+static size_t build(struct worker *w, enum cls c, char *buf, size_t size)
+{
+	struct trip t;
+	uint64_t r;
+	int n;
+
+	pick_triplet(w, c, &t);
+	r = t.r;
 	n = snprintf(buf, size,
 		"request=smtpd_access_policy\n"
 		"protocol_state=RCPT\n"
@@ -186,7 +213,7 @@ static size_t build(struct worker *w, enum cls c, char *buf, size_t size)
 		"compatibility_level=3.6\n"
 		"mail_version=3.7.11\n"
 		"\n",
-		name, sender, rcpt, addr, name, name,
+		t.name, t.sender, t.rcpt, t.addr, t.name, t.name,
 		(unsigned long long)(r & 0xfffff), w->idx, w->seq,
 		(unsigned)(r >> 20) % 10000000, 1024 + (unsigned)(r >> 44) % 60000);
 	return n > 0 && (size_t)n < size ? (size_t)n : 0;
@@ -286,6 +313,149 @@ static int exchange(int fd, const char *req, size_t len, char *ans,
 	return rc;
 }
 
+/* --- the milter protocol (-M) --- */
+
+/* read_full - exactly len bytes; 0 ok, -2 EOF, -1 error */
+static int read_full(int fd, char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -2 : -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* m_send - one packet: length, command, data */
+static int m_send(int fd, char cmd, const char *data, size_t len)
+{
+	char buf[1024];
+	uint32_t n = (uint32_t)len + 1;
+
+	if (len + 5 > sizeof(buf))
+		return -1;
+	buf[0] = (char)(n >> 24);
+	buf[1] = (char)(n >> 16);
+	buf[2] = (char)(n >> 8);
+	buf[3] = (char)n;
+	buf[4] = cmd;
+	memcpy(buf + 5, data, len);
+	return write_all(fd, buf, len + 5);
+}
+
+/* m_reply - one answer packet: its command, data NUL-terminated in ans;
+ * 0 ok, -2 EOF, -1 error */
+static int m_reply(int fd, char *cmd, char *ans, size_t size)
+{
+	unsigned char h[5];
+	uint32_t n;
+	int rc = read_full(fd, (char *)h, 5);
+
+	if (rc != 0)
+		return rc;
+	n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+	if (n < 1 || n > size) {
+		errno = EPROTO;
+		return -1;
+	}
+	*cmd = (char)h[4];
+	rc = read_full(fd, ans, n - 1);
+	ans[n - 1] = 0;
+	return rc;
+}
+
+/* m_ask - send a packet, read its answer, which must be "want" */
+static int m_ask(int fd, char cmd, const char *data, size_t len, char want,
+		 char *ans, size_t size, char *got)
+{
+	int rc;
+
+	if (m_send(fd, cmd, data, len) != 0)
+		return -1;
+	rc = m_reply(fd, got, ans, size);
+	return rc != 0 ? rc : *got == want ? 0 : 1;
+}
+
+/* m_str - "a\0b\0..." from NUL-separated parts; its length */
+static size_t m_str(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	return n > 0 && (size_t)n < size ? (size_t)n + 1 : 0;
+}
+
+/* m_optneg - OPTNEG as both MTAs offer it: version 6, every action and
+ * stage; 0 when answered with an OPTNEG */
+static int m_optneg(int fd, char *ans, size_t size)
+{
+	static const char offer[12] = { 0, 0, 0, 6, 0, 0, 1, (char)0xff,
+					0, 0x1f, (char)0xff, (char)0xff };
+	char got;
+
+	return m_ask(fd, 'O', offer, sizeof(offer), 'O', ans, size, &got);
+}
+
+/* m_session - one milter session for a triplet of class c on fd, up to
+ * its last answer (QUIT is sent after it); 0 ok, -2/-1 failed (errno),
+ * 1 a wrong answer (left in ans) */
+static int m_session(struct worker *w, enum cls c, int fd, char *ans,
+		     size_t size)
+{
+	struct trip t;
+	char d[512], got;
+	size_t n;
+	int rc;
+
+	pick_triplet(w, c, &t);
+	if ((rc = m_optneg(fd, ans, size)) != 0)
+		return rc;
+	n = m_str(d, sizeof(d), "C%s%c%s%c%s%c%s", "{client_name}", 0, t.name,
+		  0, "{client_resolve}", 0, "OK");
+	if (m_send(fd, 'D', d, n) != 0)
+		return -1;
+	n = m_str(d, sizeof(d), "%s%c4%c%c%s", t.name, 0, 0x00, 0x19, t.addr);
+	if ((rc = m_ask(fd, 'C', d, n, 'c', ans, size, &got)) != 0)
+		return rc;
+	n = m_str(d, sizeof(d), "<%s>", t.sender);
+	if ((rc = m_ask(fd, 'M', d, n, 'c', ans, size, &got)) != 0)
+		return rc;
+	n = m_str(d, sizeof(d), "<%s>", t.rcpt);
+	rc = m_ask(fd, 'R', d, n, c == C_KNOWN ? 'c' : 'y', ans, size, &got);
+	if (rc != 0)
+		return rc;
+	if (c == C_KNOWN)
+		rc = m_ask(fd, 'E', NULL, 0, 'c', ans, size, &got);
+	else
+		rc = m_send(fd, 'A', NULL, 0);
+	if (rc == 0)
+		(void)m_send(fd, 'Q', NULL, 0);
+	return rc;
+}
+
+/* m_check - a deferral's text says the right seconds; 0 right */
+static int m_check(enum cls c, const char *ans)
+{
+	const char *p = strstr(ans, "try again in ");
+	long secs;
+
+	if (c == C_KNOWN)
+		return 0;
+	if (strncmp(ans, "451 4.7.1 ", 10) != 0 || !p)
+		return -1;
+	secs = strtol(p + 13, NULL, 10);
+	return c == C_NEW ? (secs == opt.delay ? 0 : -1)
+		: (secs > 0 && secs < opt.delay ? 0 : -1);
+}
+
 static void record(struct worker *w, uint64_t ns)
 {
 	if (w->n == w->cap) {
@@ -316,7 +486,7 @@ static void *run(void *arg)
 	struct worker *w = arg;
 	int fd = -1;
 
-	if (!opt.fresh) {
+	if (!opt.fresh && !opt.milter) {
 		fd = connect_to(opt.sock);
 		if (fd < 0) {
 			problem("connect %s: %s", opt.sock, strerror(errno));
@@ -337,7 +507,7 @@ static void *run(void *arg)
 		if (t0 >= deadline_ns)
 			break;
 		c = pick(w);
-		len = build(w, c, w->req, sizeof(w->req));
+		len = opt.milter ? 0 : build(w, c, w->req, sizeof(w->req));
 		if (fd < 0) {
 			fd = connect_to(opt.sock);
 			if (fd < 0) {
@@ -347,6 +517,28 @@ static void *run(void *arg)
 				usleep(1000);
 				continue;
 			}
+		}
+		if (opt.milter) {
+			rc = m_session(w, c, fd, w->ans, sizeof(w->ans));
+			if (rc == 0 && m_check(c, w->ans) != 0)
+				rc = 1;
+			t1 = now_ns(CLOCK_MONOTONIC);
+			close(fd);
+			fd = -1;
+			if (rc == 1) {
+				problem("wrong milter answer for a %s triplet: %s",
+					cls_name[c], w->ans);
+				w->wrong++;
+			} else if (rc != 0) {
+				problem("%s milter session: %s", cls_name[c],
+					rc == -2 ? "connection closed early"
+					: strerror(errno));
+				w->errors++;
+				continue;
+			}
+			record(w, t1 - t0);
+			w->by_cls[c]++;
+			continue;
 		}
 		rc = exchange(fd, w->req, len, w->ans, sizeof(w->ans));
 		t1 = now_ns(CLOCK_MONOTONIC);
@@ -539,7 +731,16 @@ static int wait_ready(void)
 	while (now_ns(CLOCK_MONOTONIC) < until) {
 		int fd = connect_to(opt.sock);
 
-		if (fd >= 0) {
+		if (fd >= 0 && opt.milter) {
+			int rc = m_session(&w, C_KNOWN, fd, w.ans, sizeof(w.ans));
+
+			close(fd);
+			if (rc >= 0) {
+				printf("answered_ns=%llu\n", (unsigned long long)
+				       now_ns(CLOCK_REALTIME));
+				return rc == 0 ? 0 : 1;
+			}
+		} else if (fd >= 0) {
 			size_t len = build(&w, C_KNOWN, w.req, sizeof(w.req));
 
 			if (exchange(fd, w.req, len, w.ans, sizeof(w.ans))
@@ -584,7 +785,14 @@ static int spawn_loop(long times, char **cmd)
 		}
 		posix_spawn_file_actions_destroy(&fa);
 		close(sv[1]);
-		if (exchange(sv[0], w.req, len, w.ans, sizeof(w.ans)) != 0) {
+		if (opt.milter) {
+			if (m_optneg(sv[0], w.ans, sizeof(w.ans)) != 0) {
+				problem("spawned %s: no OPTNEG answer", cmd[0]);
+				errors++;
+			} else {
+				(void)m_send(sv[0], 'Q', NULL, 0);
+			}
+		} else if (exchange(sv[0], w.req, len, w.ans, sizeof(w.ans)) != 0) {
 			problem("spawned %s: no answer", cmd[0]);
 			errors++;
 		} else if (check(C_KNOWN, w.ans) != 0) {
@@ -616,7 +824,8 @@ static void usage(void)
 		" [-k N] [-p N] [-r RUNID] [-d DELAY] [-o FILE]\n"
 		"       client -R FILE...\n"
 		"       client -s SOCK -W SECS\n"
-		"       client -x N [-k N] [-d DELAY] [-o FILE] -- CMD ARGS...\n");
+		"       client -x N [-k N] [-d DELAY] [-o FILE] -- CMD ARGS...\n"
+		"       (-M with any of them: the milter protocol)\n");
 	exit(2);
 }
 
@@ -627,7 +836,7 @@ int main(int argc, char **argv)
 	int ch, want_report = 0, want_wait = 0;
 
 	signal(SIGPIPE, SIG_IGN);
-	while ((ch = getopt(argc, argv, "s:c:t:n:fm:k:p:r:d:o:RW:x:")) != -1) {
+	while ((ch = getopt(argc, argv, "s:c:t:n:fm:k:p:r:d:o:RW:x:M")) != -1) {
 		switch (ch) {
 		case 's': opt.sock = optarg; break;
 		case 'c': opt.clients = atoi(optarg); break;
@@ -643,6 +852,7 @@ int main(int argc, char **argv)
 		case 'R': want_report = 1; break;
 		case 'W': want_wait = 1; opt.secs = atof(optarg); break;
 		case 'x': spawn_n = atol(optarg); break;
+		case 'M': opt.milter = 1; break;
 		default: usage();
 		}
 	}

@@ -294,12 +294,41 @@ ob_live() {
 	check "metrics live: its cgroup is removed again" test ! -e "$SD_CG"
 }
 
+# ob_redis - with the Redis store, the same figures from its records; its
+# server's memory in place of the file's size, and no expiry times (Redis
+# expires records itself)
+ob_redis() {
+	local rpid i out
+
+	newdir metrics-redis
+	if ! command -v redis-server >/dev/null; then
+		fail "metrics of a Redis store" "redis-server missing (Debian package redis-server)"; return
+	fi
+	redis-server --port 0 --unixsocket "$D/redis.sock" --save '' --appendonly no \
+		--dir "$D" > "$D/redis.log" 2>&1 &
+	rpid=$!
+	for i in $(seq 50); do [ -S "$D/redis.sock" ] && break; sleep 0.1; done
+	req | "$GREYLISTD" --redis="$D/redis.sock" --log-file="$D/log" > /dev/null
+	"$GREYLISTCTL" stats --redis="$D/redis.sock" > "$D/stats"
+	"$GREYLISTCTL" stats --openmetrics --redis="$D/redis.sock" > "$D/m.prom"
+	stop "$rpid"
+	expect "Redis: records{kind=pending} is stats' pending (1)" "1 1" \
+		"$(sed -n 's/^pending=//p' "$D/stats") $(ob_metric greylistd_records 'kind="pending"')"
+	check "Redis: the server's used memory instead of the file's size ($(ob_metric greylistd_redis_used_memory_bytes) bytes)" \
+		test "$(ob_metric greylistd_redis_used_memory_bytes)" -gt 0
+	expect "Redis: no file size, no expiry or reorganization time" "" \
+		"$(grep -E '^greylistd_(database_size|last_)' "$D/m.prom")"
+	out=$("$OB_PY" "$OB_SRC/tests/openmetrics.py" < "$D/m.prom" 2>&1)
+	expect "Redis: the OpenMetrics parser reads it: 5 families" "5 families, 1 histogram" "$out"
+}
+
 t_metrics() {
 	ob_figures
 	ob_parsers
 	ob_output
 	ob_node_exporter
 	ob_reorganized
+	ob_redis
 	if command -v systemd-analyze >/dev/null; then
 		ob_units
 		ob_live

@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.." || exit 2
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greylistd-reach.XXXXXX") || exit 2
 trap 'rm -rf "$TMP"' EXIT
 
-SOURCES="greylistd.c config.c log.c triplet.c rule.c whitelist.c db.c"
+SOURCES="greylistd.c config.c log.c triplet.c rule.c whitelist.c db.c redis.c"
 for f in $SOURCES; do
 	gcc -std=c11 -O0 -DSYSCONFDIR='"/etc"' -DLOCALSTATEDIR='"/var/lib"' \
 		-fcallgraph-info -c "$f" -o "$TMP/${f%.c}.o" -dumpdir "$TMP/" \

@@ -1,5 +1,6 @@
 # tests/systemd.sh - the systemd units greylistd.socket and
-# greylistd@.service. test.sh sources this file and calls t_systemd; it uses
+# greylistd@.service, and the milter's greylistd-milter.socket and
+# greylistd-milter@.service. test.sh sources this file and calls t_systemd; it uses
 # the helpers of tests/lib.sh and the environment GREYLISTD (the built
 # binary) and WORK (a temp dir).
 #
@@ -22,6 +23,8 @@
 SD_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SD_SOCKET=$SD_SRC/greylistd.socket
 SD_SERVICE=$SD_SRC/greylistd@.service
+SD_MSOCKET=$SD_SRC/greylistd-milter.socket
+SD_MSERVICE=$SD_SRC/greylistd-milter@.service
 SD_EXEC=/usr/sbin/greylistd		# ExecStart in the source; make install rewrites it
 
 # sd_get FILE SECTION KEY - the value systemd uses for KEY in [SECTION]
@@ -52,11 +55,15 @@ sd_all() {
 		}' "$1"
 }
 
-# sd_copies - copies of both units in $D, ExecStart pointing at $GREYLISTD
+# sd_copies - copies of the four units in $D, ExecStart pointing at
+# $GREYLISTD
 sd_copies() {
 	cp "$SD_SOCKET" "$D/greylistd.socket"
+	cp "$SD_MSOCKET" "$D/greylistd-milter.socket"
 	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_SERVICE" \
 		> "$D/greylistd@.service"
+	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_MSERVICE" \
+		> "$D/greylistd-milter@.service"
 }
 
 sd_verify() {
@@ -84,6 +91,10 @@ sd_verify() {
 		./greylistd.socket ./greylistd@.service 2>&1); rc=$?
 	expect "systemd-analyze verify greylistd.socket greylistd@.service: exit 0" 0 "$rc"
 	expect "systemd-analyze verify: no warnings" "" "$out"
+	out=$(cd "$D" && MANPATH=$D/man systemd-analyze verify $man \
+		./greylistd-milter.socket ./greylistd-milter@.service 2>&1); rc=$?
+	expect "systemd-analyze verify greylistd-milter.socket greylistd-milter@.service: exit 0, no warnings" \
+		"0 " "$rc $out"
 
 	# The check has teeth: the same units with a missing binary fail.
 	sed -i "s|^ExecStart=$GREYLISTD\\b|ExecStart=$D/no-such-binary|" "$D/greylistd@.service"
@@ -93,26 +104,53 @@ sd_verify() {
 }
 
 sd_security() {
-	local out rc score
+	local out rc score unit
 
 	newdir systemd-security
 	sd_copies
-	# --threshold counts in tenths in systemd 252: 10 is an exposure of
-	# 1.0 ("--threshold=1.0" is refused as unparsable).
-	out=$(cd "$D" && systemd-analyze security --offline=yes --threshold=10 \
-		./greylistd@.service 2>&1); rc=$?
-	printf '%s\n' "$out" > "$D/security.txt"
-	score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
-	if [ -z "$score" ]; then
-		fail "systemd-analyze security --offline=yes: exposure level" "no score in $D/security.txt"
-		return
-	fi
-	if [ "$rc" -eq 0 ] && awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'; then
-		pass "systemd-analyze security --offline=yes greylistd@.service: exposure $score (threshold 1.0)"
-	else
-		fail "systemd-analyze security --offline=yes greylistd@.service: exposure $score (threshold 1.0)" \
-			"exit $rc; settings not met: $(grep '✗' "$D/security.txt" | awk '{print $2}' | tr '\n' ' ')"
-	fi
+	for unit in greylistd@.service greylistd-milter@.service; do
+		# --threshold counts in tenths in systemd 252: 10 is an exposure of
+		# 1.0 ("--threshold=1.0" is refused as unparsable).
+		out=$(cd "$D" && systemd-analyze security --offline=yes --threshold=10 \
+			"./$unit" 2>&1); rc=$?
+		printf '%s\n' "$out" > "$D/security.$unit.txt"
+		score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
+		if [ -z "$score" ]; then
+			fail "systemd-analyze security --offline=yes $unit: exposure level" "no score in $D/security.$unit.txt"
+		elif [ "$rc" -eq 0 ] && awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'; then
+			pass "systemd-analyze security --offline=yes $unit: exposure $score (threshold 1.0)"
+		else
+			fail "systemd-analyze security --offline=yes $unit: exposure $score (threshold 1.0)" \
+				"exit $rc; settings not met: $(grep '✗' "$D/security.$unit.txt" | awk '{print $2}' | tr '\n' ' ')"
+		fi
+	done
+}
+
+# sd_unit_lines FILE - the settings of a unit, comments and blank lines
+# left out, without Description= and ExecStart=
+sd_unit_lines() { grep -vE '^[ \t]*([#;]|$)|^(Description|ExecStart)=' "$1"; }
+
+# sd_milter_settings - the milter's units: what greylistd.socket's checks
+# ask of a socket, a UNIX socket only root can reach, and a service that
+# is greylistd@.service's line for line but for --milter
+sd_milter_settings() {
+	local s=$SD_MSOCKET v=$SD_MSERVICE max il listen
+
+	expect "milter socket: Accept=yes (one greylistd --milter per connection)" yes "$(sd_get "$s" Socket Accept)"
+	max=$(sd_get "$s" Socket MaxConnections)
+	check "milter socket: MaxConnections=$max is above the systemd default of 64" test "${max:-0}" -gt 300
+	il=$(sd_get "$s" Socket TriggerLimitIntervalSec)
+	expect "milter socket: trigger limit off (TriggerLimitIntervalSec=0)" 0 "$il"
+	listen=$(sd_get "$s" Socket ListenStream)
+	expect "milter socket: ListenStream=/run/greylistd/milter.sock (the path the README's sendmail.mc line names)" \
+		/run/greylistd/milter.sock "$listen"
+	expect "milter socket: SocketMode=0600, owned by root (Sendmail's sessions connect as root, nobody else can)" \
+		"0600 root" "$(sd_get "$s" Socket SocketMode) $(sd_get "$s" Socket SocketUser || echo root)"
+	expect "milter service: ExecStart=$SD_EXEC --milter" "$SD_EXEC --milter" "$(sd_get "$v" Service ExecStart)"
+	expect "milter service: every other setting is greylistd@.service's (user, state, hardening)" "" \
+		"$(diff <(sd_unit_lines "$SD_SERVICE") <(sd_unit_lines "$v") | head -n 6)"
+	expect "milter service: Description names the milter" "greylistd greylisting milter (connection %i)" \
+		"$(sd_get "$v" Unit Description)"
 }
 
 sd_settings() {
@@ -204,6 +242,7 @@ sd_syscalls() {
 	sleep 1.1
 	{ req; req; } | sd_trace --log-file="$D/log" --delay=1s >/dev/null
 	req sender=s@x.org | sd_trace >/dev/null	# syslog
+	mt_packets 192.0.2.1 m@x.org r@x.org 'p("E")' | sd_trace --milter --log-file="$D/log" >/dev/null
 	head -c 5000 /dev/urandom > "$D/db"
 	req | sd_trace --log-file="$D/log" >/dev/null
 	(req; sleep 2) | sd_trace --log-file="$D/log" --timeout=1s >/dev/null
@@ -525,12 +564,13 @@ sd_halt() {
 # MaxConnections=10 (glsmall), and the clients' script and requests
 sd_live_units() {
 	local u=$D/upper/gltest/units
-	cp "$SD_SOCKET" "$SD_SERVICE" "$u/"
+	cp "$SD_SOCKET" "$SD_SERVICE" "$SD_MSOCKET" "$SD_MSERVICE" "$u/"
 	# the same units with MaxConnections=10, to overrun it cheaply
 	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
 		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
 	cp "$SD_SERVICE" "$u/glsmall@.service"
-	SD_WANTS="greylistd.socket glsmall.socket"
+	SD_WANTS="greylistd.socket glsmall.socket greylistd-milter.socket"
+	mt_packets 192.0.2.77 milter@example.org bob@example.net > "$D/upper/gltest/milter.in"
 
 	# client.sh lat N | eof | hold N PORT - clients run in the container
 	cat > "$D/upper/gltest/client.sh" <<-'EOF'
@@ -605,6 +645,20 @@ sd_live_checks() {
 	expect "live: the database: greylistd, 600" "greylistd 600" \
 		"$(sd_in stat -c '%U %a' /var/lib/greylistd/greylistd.db)"
 
+	# The milter's units: a session on the UNIX socket, as Sendmail sends it
+	expect "live: greylistd-milter.socket listening" active "$(sd_in systemctl is-active greylistd-milter.socket)"
+	expect "live: /run/greylistd/milter.sock is a socket, mode 600, root's" "socket 600 root" \
+		"$(sd_in stat -c '%F %a %U' /run/greylistd/milter.sock)"
+	sd_in socat -t 5 - UNIX-CONNECT:/run/greylistd/milter.sock < "$D/upper/gltest/milter.in" > "$D/milter.out"
+	expect "live: a milter session there is answered OPTNEG, continue (CONNECT), continue (MAIL), 451 (RCPT)" \
+		"Occy" "$(mc_commands "$D/milter.out")"
+	expect "live: and the 451 is the greylist text" "   55 y 451 4.7.1 Greylisted, please try again in 300 seconds|" \
+		"$(mc_dump "$D/milter.out" | sed -n 4p)"
+	sleep 0.5
+	sd_in journalctl --no-pager -o export GREYLISTD_SENDER=milter@example.org > "$D/milter.export"
+	expect_grep "live: logged by a greylistd-milter@ instance" '^_SYSTEMD_UNIT=greylistd-milter@[0-9]+-[0-9]+-0\.service$' "$D/milter.export"
+	expect_grep "live: as user greylistd, into the same database" "^_UID=$SD_UID\$" "$D/milter.export"
+
 	# A protocol violation: the instance exits 76, fails, and is collected.
 	printf 'request=bogus\n\n' | sd_in socat -t 5 - TCP:127.0.0.1:10023 >/dev/null
 	sleep 0.5
@@ -659,6 +713,7 @@ t_systemd() {
 	sd_verify
 	sd_security
 	sd_settings
+	sd_milter_settings
 	sd_journal
 	sd_syscalls
 	sd_live
