@@ -197,6 +197,7 @@ INSTALL_FILES = \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
 	greylistd-lan.conf:$(DOCDIR)/greylistd-lan.conf:644 \
+	doc/prometheus-rules.yml:$(DOCDIR)/prometheus-rules.yml:644 \
 	greylistd.conf:$(SYSCONFDIR)/greylistd/greylistd.conf:644:keep \
 	whitelist:$(SYSCONFDIR)/greylistd/whitelist:644:keep
 

@@ -510,8 +510,8 @@ t_install() {
 		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
 		expect "make install DESTDIR=... works" 0 $?
 	fi
-	expect "it installs both programs, the units (policy, milter, the metrics timer and service), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
-		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-metrics.service usr/lib/systemd/system/greylistd-metrics.timer usr/lib/systemd/system/greylistd-milter.socket usr/lib/systemd/system/greylistd-milter@.service usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
+	expect "it installs both programs, the units (policy, milter, the metrics timer and service), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in, the Prometheus rules and the user" \
+		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-metrics.service usr/lib/systemd/system/greylistd-metrics.timer usr/lib/systemd/system/greylistd-milter.socket usr/lib/systemd/system/greylistd-milter@.service usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/doc/greylistd/prometheus-rules.yml usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
 		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/usr/lib/systemd/system/greylistd@.service"
 	expect_grep "and the milter's unit, with --milter" '^ExecStart=/usr/sbin/greylistd --milter$' "$D/root/usr/lib/systemd/system/greylistd-milter@.service"

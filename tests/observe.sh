@@ -122,6 +122,11 @@ ob_parsers() {
 		expect "promtool check metrics: no problem (exit 0, nothing said)" "0 " "$? $out"
 		printf '# TYPE x counter\nx 1\n' | "$promtool" check metrics > /dev/null 2>&1
 		check "promtool check metrics refuses a counter without _total and help" test $? -ne 0
+		check "doc/prometheus-rules.yml: promtool check rules" \
+			"$promtool" check rules "$OB_SRC/doc/prometheus-rules.yml"
+		out=$("$promtool" test rules "$OB_SRC/tests/prometheus-rules.test.yml" 2>&1)
+		expect "and promtool test rules: the ratio, the 90th percentile, the alerts fire when they should and not before" \
+			"0 SUCCESS" "$? $(echo "$out" | grep -o 'SUCCESS\|FAILED' | head -n 1)"
 	else
 		skip "promtool check metrics" "$promtool"
 	fi
