@@ -71,7 +71,7 @@ TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db perl redis-server redis-tools debootstrap git \
-	     $(FUZZ_DEPS)
+	     python3 python3-prometheus-client chromium $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps redis-server redis-tools
@@ -85,8 +85,11 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-greylistctl: greylistctl.o report.o $(SHARED)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistctl.o report.o \
+# greylistctl's own modules: the commands, stats, the report and its page
+CTL_OBJS = greylistctl.o stats.o report.o html.o
+
+greylistctl: $(CTL_OBJS) $(SHARED)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) \
 		$(SHARED) $(LDLIBS) $(CTL_LIBS)
 
 %.o: %.c greylist.h greylistctl.h .flags
@@ -179,6 +182,12 @@ run: deps-run
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR      ?= $(PREFIX)/share/doc/greylistd
 OWNER_CHECK ?= $(if $(DESTDIR),no,yes)
+# Debian's prometheus-node-exporter reads *.prom here (the default of its
+# --collector.textfile.directory), a directory of root's; the symlink
+# greylistd.prom in it names the file greylistd-metrics.service writes as
+# the user greylistd, elsewhere (see that unit).
+TEXTFILEDIR ?= /var/lib/prometheus/node-exporter
+METRICS_FILE = /var/lib/greylistd-metrics/greylistd.prom
 REWRITE = sed -e 's|/usr/sbin/greylist|$(SBINDIR)/greylist|g' \
 	-e 's|/etc/greylistd/|$(SYSCONFDIR)/greylistd/|g' \
 	-e 's|/var/lib/greylistd/greylistd.db|$(LOCALSTATEDIR)/greylistd/greylistd.db|g'
@@ -190,16 +199,19 @@ INSTALL_FILES = \
 	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
 	greylistd-milter.socket:$(UNITDIR)/greylistd-milter.socket:644 \
 	greylistd-milter@.service:$(UNITDIR)/greylistd-milter@.service:644 \
+	greylistd-metrics.service:$(UNITDIR)/greylistd-metrics.service:644 \
+	greylistd-metrics.timer:$(UNITDIR)/greylistd-metrics.timer:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
 	greylistd-lan.conf:$(DOCDIR)/greylistd-lan.conf:644 \
+	doc/prometheus-rules.yml:$(DOCDIR)/prometheus-rules.yml:644 \
 	greylistd.conf:$(SYSCONFDIR)/greylistd/greylistd.conf:644:keep \
 	whitelist:$(SYSCONFDIR)/greylistd/whitelist:644:keep
 
 install: all
 	@if [ "$(OWNER_CHECK)" = yes ]; then \
-	  for f in $(INSTALL_FILES); do \
+	  for f in $(INSTALL_FILES) link:$(TEXTFILEDIR)/greylistd.prom; do \
 	    dst=$${f#*:}; dst=$${dst%%:*}; \
 	    case $$dst in */systemd/system/*) \
 	      dst="$$dst */systemd/system/$${dst##*/}" ;; esac; \
@@ -228,6 +240,9 @@ install: all
 	  esac || exit 1; \
 	  echo "installed $$dst"; \
 	done
+	@install -d $(DESTDIR)$(TEXTFILEDIR) \
+	  && ln -sfn $(METRICS_FILE) $(DESTDIR)$(TEXTFILEDIR)/greylistd.prom \
+	  && echo "installed $(DESTDIR)$(TEXTFILEDIR)/greylistd.prom -> $(METRICS_FILE)"
 	@install -d $(DESTDIR)$(SYSUSERSDIR)
 	printf 'u greylistd - "greylistd policy helper" $(LOCALSTATEDIR)/greylistd /usr/sbin/nologin\n' \
 		> $(DESTDIR)$(SYSUSERSDIR)/greylistd.conf
@@ -240,6 +255,8 @@ install: all
 	  echo "  smtpd_recipient_restrictions = permit_mynetworks,"; \
 	  echo "    reject_unauth_destination,"; \
 	  echo "    check_policy_service { inet:127.0.0.1:10023, default_action=DUNNO }"; \
+	  echo "Metrics for Prometheus (node_exporter's textfile collector):" \
+	       "systemctl enable --now greylistd-metrics.timer"; \
 	fi
 
 clean:

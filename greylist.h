@@ -31,7 +31,8 @@
  *	  greylistd's notes (enum note): the key kind of the file ("plain",
  *	  or "hmac-sha256 SECRET" when the parts after "T\n" and "C\n" are
  *	  HMAC-SHA-256 digests, --privacy), the last expiry, the most records
- *	  seen since the last reorganization, the whitelist version logged.
+ *	  seen since the last reorganization, the whitelist version logged,
+ *	  the last reorganization.
  *	A record that does not parse as exactly its shape is treated as
  *	absent and rewritten. "\n" separates fields because Postfix never
  *	sends a newline inside a value (greylistd refuses one from any other
@@ -288,7 +289,10 @@ enum { T_FIRST, T_LAST, T_PASSED, T_FIELDS };
 enum { C_COUNT, C_LAST, C_FIELDS };
 
 /* Notes: "M\n" and the name. */
-enum note { NOTE_KEYS, NOTE_EXPIRE, NOTE_PEAK, NOTE_WHITELIST, NOTE_COUNT };
+enum note {
+	NOTE_KEYS, NOTE_EXPIRE, NOTE_PEAK, NOTE_WHITELIST, NOTE_REORGANIZE,
+	NOTE_COUNT
+};
 extern const char *const note_names[NOTE_COUNT];
 datum note_key(enum note n);
 

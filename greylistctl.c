@@ -7,7 +7,8 @@
  *	check		the configuration, the whitelists (every line), the
  *			database (a regular file, readable, of the configured
  *			key kind); each problem printed as FILE:LINE: or WHAT:
- *	stats		the database's figures, one key=value per line
+ *	stats		the database's figures, one key=value per line, or
+ *			in the OpenMetrics text format (stats.c)
  *	dump		every record as a line of text, sorted (a backup)
  *	load		read a dump from stdin into the database
  *	expire		delete what has outlived its use, now; reorganize the
@@ -67,6 +68,8 @@
 
 /* The command's own options (extra tables, see main). */
 static long long opt_raw, opt_recover, opt_if_due, opt_repair;
+static long long opt_openmetrics;
+static const char *opt_output;
 
 /* say - an operator command's complaint, to stderr */
 void say(const char *fmt, ...)
@@ -87,6 +90,65 @@ int flush_stdout(void)
 	if (fflush(stdout) == 0 && !ferror(stdout))
 		return 0;
 	say("writing the output: %s", strerror(errno));
+	return 1;
+}
+
+/* output_open - where a command writes: stdout (path NULL), or a new
+ * file in path's directory, renamed over path by output_close when all
+ * of it has been written, so that a reader (node_exporter, a web
+ * server) never sees half of it. 0, or -1 (said). */
+int output_open(struct output *o, const char *path)
+{
+	mode_t mask = umask(0);
+	int fd;
+
+	umask(mask);
+	memset(o, 0, sizeof(*o));
+	o->path = path;
+	o->f = stdout;
+	if (!path)
+		return 0;
+	o->f = NULL;
+	if (snprintf(o->tmp, sizeof(o->tmp), "%s.XXXXXX", path)
+	    >= (int)sizeof(o->tmp)) {
+		say("%.100s...: name too long", path);
+		return -1;
+	}
+	/* not ".prom" at the end: node_exporter reads *.prom only */
+	fd = mkostemp(o->tmp, O_CLOEXEC);
+	if (fd < 0 || fchmod(fd, 0666 & ~mask) != 0
+	    || !(o->f = fdopen(fd, "w"))) {
+		say("%s: %s", fd < 0 ? path : o->tmp, strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlink(o->tmp);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/* output_close - end what output_open began: when ok, and everything
+ * reached the file, it replaces path; otherwise path is left as it was.
+ * 0, or 1 (said), for the exit status. */
+int output_close(struct output *o, int ok)
+{
+	int err = 0;
+
+	if (!o->path)
+		return flush_stdout() || !ok;
+	if (!o->f)
+		return 1;
+	if (fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0)
+		err = errno ? errno : EIO;
+	if (fclose(o->f) != 0 && !err)
+		err = errno;
+	o->f = NULL;
+	if (ok && !err && rename(o->tmp, o->path) == 0)
+		return 0;
+	if (ok)
+		say("writing %s: %s", o->path, strerror(err ? err : errno));
+	unlink(o->tmp);
 	return 1;
 }
 
@@ -341,7 +403,7 @@ long long walk(GDBM_FILE dbf, void (*fn)(datum, datum, void *), void *arg)
 }
 
 /* walk_said - walk, and say what a short walk means */
-static long long walk_said(GDBM_FILE dbf, void (*fn)(datum, datum, void *),
+long long walk_said(GDBM_FILE dbf, void (*fn)(datum, datum, void *),
 			   void *arg)
 {
 	long long n = walk(dbf, fn, arg);
@@ -434,7 +496,7 @@ static void print_time(long long t)
 }
 
 /*
- * check, stats, dump.
+ * check, dump (stats is in stats.c).
  */
 
 /* check_db - the database: absent (fine: the first request makes it),
@@ -486,100 +548,6 @@ static int cmd_check(void)
 	}
 	bad += check_db();
 	return bad || flush_stdout() ? 1 : 0;
-}
-
-struct stats {
-	long long n[128];		/* records of each kind */
-	long long pending, passed, awl;
-	long long oldest, newest, last_expiry;
-	char keys[16];
-};
-
-/* count_record - add one record to the figures */
-static void count_record(datum key, datum value, void *arg)
-{
-	struct stats *st = arg;
-	struct key_kind kk;
-	struct rec r;
-	long long v;
-
-	rec_split(key, value, &r);
-	st->n[(unsigned char)r.kind]++;
-	if (r.kind == 'T') {
-		st->pending += r.f[T_PASSED] == 0;
-		st->passed += r.f[T_PASSED] != 0;
-		if (!st->oldest || r.f[T_FIRST] < st->oldest)
-			st->oldest = r.f[T_FIRST];
-	}
-	if (r.kind == 'C')
-		st->awl += cfg.awl && r.f[C_COUNT] >= cfg.awl;
-	if ((r.kind == 'T' || r.kind == 'C')
-	    && r.f[r.kind == 'T' ? T_LAST : C_LAST] > st->newest)
-		st->newest = r.f[r.kind == 'T' ? T_LAST : C_LAST];
-	if (r.kind == 'M' && key.dsize == note_key(NOTE_EXPIRE).dsize
-	    && memcmp(key.dptr, note_key(NOTE_EXPIRE).dptr, (size_t)key.dsize)
-	    == 0 && record_decode(value, &v, 1) == 0)
-		st->last_expiry = v;
-	if (r.kind == 'M' && key.dsize == note_key(NOTE_KEYS).dsize
-	    && memcmp(key.dptr, note_key(NOTE_KEYS).dptr, (size_t)key.dsize)
-	    == 0)
-		snprintf(st->keys, sizeof(st->keys), "%s",
-			 key_kind_parse(value, &kk) != 0 ? "unknown" : kk.hashed
-			 ? "hmac-sha256" : "plain");
-}
-
-/* print_stat_time - "key=2026-11-29T11:03:36Z", or "key=none" */
-static void print_stat_time(const char *name, long long t)
-{
-	char buf[32];
-
-	printf("%s=%s\n", name, t <= 0 ? "none"
-	       : format_time(buf, sizeof(buf), TS_UTC, (time_t)t));
-}
-
-/* store_size - the file's size, or the Redis server's used memory; -1
- * (said) when it cannot be had */
-static int store_size(long long *size)
-{
-	struct timespec deadline = deadline_in(CTL_LOCK_WAIT);
-	struct stat sb;
-
-	*size = redis_in_use() ? redis_memory(&deadline)
-		: stat(cfg.db_path, &sb) == 0 ? (long long)sb.st_size : -1;
-	if (*size >= 0)
-		return 0;
-	say("%s: %s", store_name(), redis_in_use() ? redis_why()
-	    : strerror(errno));
-	return -1;
-}
-
-/* cmd_stats - the database's figures, one "key=value" per line */
-static int cmd_stats(void)
-{
-	struct stats st;
-	struct snap s;
-	long long total, size;
-
-	if (snap_need(&s) != 0)
-		return 1;
-	memset(&st, 0, sizeof(st));
-	snprintf(st.keys, sizeof(st.keys), "plain");
-	total = walk_said(s.dbf, count_record, &st);
-	if (total < 0 || store_size(&size) != 0) {
-		snap_free(&s);
-		return 1;
-	}
-	printf(redis_in_use() ? "store=%s\nused_memory=%lld\n"
-	       : "file=%s\nfile_size=%lld\n", store_name(), size);
-	printf("keys=%s\nrecords=%lld\n"
-	       "triplets=%lld\npending=%lld\npassed=%lld\nclients=%lld\n"
-	       "auto_whitelisted=%lld\nunknown=%lld\n", st.keys, total,
-	       st.n['T'], st.pending, st.passed, st.n['C'], st.awl, st.n['X']);
-	print_stat_time("oldest", st.oldest);
-	print_stat_time("newest", st.newest);
-	print_stat_time("last_expiry", st.last_expiry);
-	snap_free(&s);
-	return flush_stdout();
 }
 
 /* The records of a dump, collected to be sorted. */
@@ -1669,7 +1637,8 @@ static int reorganize_copy(struct db *old, long long *records)
 	return gdbm_close(to) == 0 ? 0 : -1;	/* lets the waiters in */
 }
 
-/* reorganize_now - copy the file when there is room; -1 on a fault */
+/* reorganize_now - copy the file when there is room; 1 when it was
+ * copied, 0 when there was no room, -1 on a fault */
 static int reorganize_now(size_t live, long long peak, FILE *out)
 {
 	struct timespec deadline = deadline_in(CTL_LOCK_WAIT), start;
@@ -1705,7 +1674,7 @@ static int reorganize_now(size_t live, long long peak, FILE *out)
 		(void)fprintf(out, "reorganized: %lld KiB -> %lld KiB\n",
 			      (long long)before.st_size / 1024,
 			      (long long)after.st_size / 1024);
-	return 0;
+	return 1;
 }
 
 /* note_rw - read a note's number and, if "set" is not -1, write it; the
@@ -1727,12 +1696,14 @@ static long long note_rw(enum note n, long long set)
 }
 
 /* reorganize - after a whole expiry pass that saw `seen` records and
- * left `live`: raise the peak, and reorganize when it pays. `out`: the
+ * left `live`: raise the peak, and reorganize when it pays (noting when,
+ * in the note "reorganize", for stats). `out`: the
  * operator command's stdout, which also hears of it, and allows any
  * size; NULL in the daily pass. -1 on a fault. */
 static int reorganize(size_t seen, size_t live, FILE *out)
 {
 	long long peak = note_rw(NOTE_PEAK, -1);
+	int done;
 
 	if (peak < -1)
 		return -1;
@@ -1751,7 +1722,8 @@ static int reorganize(size_t seen, size_t live, FILE *out)
 			 cfg.db_path, live, peak);
 		return 0;
 	}
-	if (reorganize_now(live, peak, out) != 0)
+	if ((done = reorganize_now(live, peak, out)) < 0
+	    || (done && note_rw(NOTE_REORGANIZE, (long long)time(NULL)) < -1))
 		return -1;
 	return note_rw(NOTE_PEAK, (long long)live) < -1 ? -1 : 0;
 }
@@ -1872,6 +1844,12 @@ static int cmd_expire(void)
 	return flush_stdout();
 }
 
+/* cmd_stats - the database's figures (stats.c) */
+static int cmd_stats(void)
+{
+	return stats(opt_openmetrics != 0, opt_output);
+}
+
 /* cmd_repair - make a damaged file whole, after a full check */
 static int cmd_repair(void)
 {
@@ -1926,6 +1904,12 @@ static const struct option_spec dump_options[] = {
 	{ "recover", OPT_FLAG, 0, 1, 0, &opt_recover,
 	  "dump: of a damaged file, what a recovery of a copy keeps" },
 };
+static const struct option_spec stats_options[] = {
+	{ "openmetrics", OPT_FLAG, 0, 1, 0, &opt_openmetrics,
+	  "stats: in the OpenMetrics text format (for node_exporter)" },
+	{ "output", OPT_STRING, 0, 0, 0, &opt_output,
+	  "stats: write this file (whole or not at all), not stdout" },
+};
 static const struct option_spec expire_options[] = {
 	{ "if-due", OPT_FLAG, 0, 1, 0, &opt_if_due,
 	  "expire: only when today's expiry is due" },
@@ -1944,7 +1928,7 @@ static const struct {
 } commands[] = {
 	{ "check", cmd_check, NULL, 0,
 	  "test the configuration, the whitelists and the database" },
-	{ "stats", cmd_stats, NULL, 0, "the database's figures" },
+	{ "stats", cmd_stats, stats_options, 2, "the database's figures" },
 	{ "dump", cmd_dump, dump_options, 2, "every record, as text (sorted)" },
 	{ "load", cmd_load, NULL, 0, "read a dump from stdin into the database" },
 	{ "expire", cmd_expire, expire_options, 1,

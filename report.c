@@ -16,7 +16,8 @@
  *	between groups, --skip_clients and --match_clients take files in
  *	postgrey's client whitelist format. A header line and the summary go
  *	to stderr, where no pipeline reads them; --top N adds the most hit
- *	client networks and recipients after the lines.
+ *	client networks and recipients after the lines. --html=FILE also
+ *	writes the same findings as a page to look at (html.c).
  *
  *	Deferrals are greylistd's own decision lines and Postfix's reject
  *	lines (which hold the defer text: its part before the first
@@ -50,7 +51,7 @@
 
 static long long window, top, since, show_time, show_tries, tab;
 static long long skip_pool, use_journal_opt;
-static const char *marker_opt, *sep_subnet, *sep_ip;
+static const char *marker_opt, *sep_subnet, *sep_ip, *html_path;
 static struct wl_list skip_files, match_files;
 
 /* report's own options: postgreyreport's names, then ours */
@@ -85,6 +86,8 @@ const struct option_spec report_options[] = {
 	  "report: also the N client networks and recipients most hit" },
 	{ "journal", OPT_FLAG, 0, 1, 0, &use_journal_opt,
 	  "report: read the systemd journal (the default on a terminal)" },
+	{ "html", OPT_STRING, 0, 0, 0, &html_path,
+	  "report: also write this page: charts and tops (html.c)" },
 };
 const size_t nreport_options = sizeof(report_options) / sizeof(report_options[0]);
 
@@ -105,7 +108,7 @@ static struct {
 	void *seen, *messages;		/* tsearch trees */
 	struct seen **all;		/* every entry of "seen", in order made */
 	size_t n, cap;
-	long long end;			/* the last time in the input */
+	long long start, end;		/* the first and last time read */
 	long long lines;		/* log lines read */
 	char marker[MAX_TEXT + 1];
 	struct wl_set skip, match;
@@ -410,6 +413,8 @@ static int report_line(int ours, const char *msg, long long t)
 		return 0;
 	if (t > rep.end)
 		rep.end = t;		/* the log reaches this far */
+	if (!rep.start || t < rep.start)
+		rep.start = t;
 	if (ours)
 		return report_greylistd(msg, t);
 	return strstr(msg, "reject: RCPT from ") ? report_reject(msg, t)
@@ -660,6 +665,7 @@ struct tally {
 	size_t deferred, passed, fatal, pending;
 	long long *delays;
 	struct seen **lost;
+	struct judged *judged;		/* each deferred triplet, for --html */
 };
 
 /* classify - each deferred triplet: passed later (with its delay),
@@ -668,6 +674,7 @@ struct tally {
 static void classify(struct tally *t)
 {
 	long long w = window ? window : cfg.delay;
+	enum fate fate;
 	struct seen *s;
 	size_t i;
 
@@ -675,13 +682,18 @@ static void classify(struct tally *t)
 		s = all.s[i];
 		if ((!s->defers[0] && !s->defers[1]) || !wanted(s))
 			continue;	/* only seen passing, or left out */
-		t->deferred++;
-		if (s->passed && s->passed >= s->first)
+		fate = FATE_PENDING;
+		if (s->passed && s->passed >= s->first) {
 			t->delays[t->passed++] = s->passed - s->first;
-		else if (s->last - s->first < w && rep.end - s->first >= w)
+			fate = FATE_PASSED;
+		} else if (s->last - s->first < w && rep.end - s->first >= w) {
 			t->lost[t->fatal++] = s;
-		else
+			fate = FATE_LOST;
+		} else {
 			t->pending++;
+		}
+		t->judged[t->deferred++] = (struct judged){ s->first,
+			fate == FATE_PASSED ? s->passed : 0, fate };
 	}
 }
 
@@ -698,11 +710,6 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-struct count {
-	const char *what;
-	size_t n;
-};
-
 static int cmp_count(const void *a, const void *b)
 {
 	const struct count *x = a, *y = b;
@@ -711,61 +718,95 @@ static int cmp_count(const void *a, const void *b)
 		: strcmp(x->what, y->what);
 }
 
-/* print_top - the N most frequent strings, as "uniq -c | sort -rn" */
-static void print_top(const char *title, const char **items, size_t n)
+/* count_top - each distinct string of items and how often it comes, most
+ * first, as "sort | uniq -c | sort -rn"; NULL without memory */
+static struct count *count_top(const char **items, size_t n, size_t *m)
 {
 	struct count *c = calloc(n ? n : 1, sizeof(*c));
-	size_t i, m = 0;
+	size_t i;
 
+	*m = 0;
 	if (!c)
-		return;
+		return NULL;
 	qsort(items, n, sizeof(*items), cmp_str);
 	for (i = 0; i < n; i++) {
-		if (m && strcmp(c[m - 1].what, items[i]) == 0)
-			c[m - 1].n++;
+		if (*m && strcmp(c[*m - 1].what, items[i]) == 0)
+			c[*m - 1].n++;
 		else
-			c[m++] = (struct count){ items[i], 1 };
+			c[(*m)++] = (struct count){ items[i], 1 };
 	}
-	qsort(c, m, sizeof(*c), cmp_count);
-	printf("# top %s\n", title);
-	for (i = 0; i < m && i < (size_t)top; i++) {
-		printf("%7zu ", c[i].n);
-		print_escaped(c[i].what, strlen(c[i].what));
-		putchar('\n');
-	}
-	free(c);
+	qsort(c, *m, sizeof(*c), cmp_count);
+	return c;
 }
 
-/* print_tops - the client networks (with their prefix length) and the
- * recipients most often lost */
-static int print_tops(const struct tally *t)
+/* The client networks (with their prefix length) and the recipients of
+ * the triplets never retried, counted, most first. */
+struct tops {
+	struct count *c[2];		/* networks, recipients */
+	size_t n[2];
+	const char **items[2];
+	char (*nets)[80];
+};
+
+/* tops_free - forget what tops_make made */
+static void tops_free(struct tops *tp)
 {
-	const char **nets = calloc(t->fatal + 1, sizeof(*nets));
-	const char **rcpts = calloc(t->fatal + 1, sizeof(*rcpts));
-	char (*buf)[80] = calloc(t->fatal + 1, sizeof(*buf));
+	free(tp->c[0]);
+	free(tp->c[1]);
+	free((void *)tp->items[0]);
+	free((void *)tp->items[1]);
+	free(tp->nets);
+	memset(tp, 0, sizeof(*tp));
+}
+
+/* tops_make - count the networks and recipients of the lost triplets; -1
+ * without memory */
+static int tops_make(const struct tally *t, struct tops *tp)
+{
 	size_t i;
 	int family, bits;
 	unsigned char a[16];
 
-	for (i = 0; nets && rcpts && buf && i < t->fatal; i++) {
+	tp->items[0] = calloc(t->fatal + 1, sizeof(*tp->items[0]));
+	tp->items[1] = calloc(t->fatal + 1, sizeof(*tp->items[1]));
+	tp->nets = calloc(t->fatal + 1, sizeof(*tp->nets));
+	for (i = 0; tp->items[0] && tp->items[1] && tp->nets && i < t->fatal;
+	     i++) {
 		if (parse_address(t->lost[i]->addr, &family, a) != 0)
 			family = AF_INET;
 		bits = (int)(cfg.lookup_by_host ? (family == AF_INET ? 32 : 128)
 			     : family == AF_INET ? cfg.ipv4cidr : cfg.ipv6cidr);
-		snprintf(buf[i], sizeof(buf[i]), "%.*s/%d",
+		snprintf(tp->nets[i], sizeof(tp->nets[i]), "%.*s/%d",
 			 (int)strcspn(t->lost[i]->key, "\n") & 63,
 			 t->lost[i]->key, bits & 255);
-		nets[i] = buf[i];
-		rcpts[i] = t->lost[i]->recipient;
+		tp->items[0][i] = tp->nets[i];
+		tp->items[1][i] = t->lost[i]->recipient;
 	}
-	if (nets && rcpts && buf) {
-		print_top("client networks", nets, t->fatal);
-		print_top("recipients", rcpts, t->fatal);
+	if (!tp->items[0] || !tp->items[1] || !tp->nets
+	    || !(tp->c[0] = count_top(tp->items[0], t->fatal, &tp->n[0]))
+	    || !(tp->c[1] = count_top(tp->items[1], t->fatal, &tp->n[1]))) {
+		tops_free(tp);
+		return -1;
 	}
-	free(nets);
-	free(rcpts);
-	free(buf);
-	return nets && rcpts && buf ? 0 : -1;
+	return 0;
+}
+
+/* print_tops - the --top most often lost networks and recipients, as
+ * "uniq -c | sort -rn" prints them (the recipient escaped as in the
+ * lines: it comes from the log) */
+static void print_tops(const struct tops *tp)
+{
+	static const char *const title[2] = { "client networks", "recipients" };
+	size_t k, i;
+
+	for (k = 0; k < 2; k++) {
+		printf("# top %s\n", title[k]);
+		for (i = 0; i < tp->n[k] && i < (size_t)top; i++) {
+			printf("%7zu ", tp->c[k][i].n);
+			print_escaped(tp->c[k][i].what, strlen(tp->c[k][i].what));
+			putchar('\n');
+		}
+	}
 }
 
 /* print_lost - the never-retried triplets, with --separate_by_* text
@@ -789,17 +830,46 @@ static void print_lost(const struct tally *t)
 	}
 }
 
+/* report_page - the page of --html (html.c): the summary line, each
+ * deferred triplet's fate, the delays and the tops */
+static int report_page(const struct tally *t, long long w,
+		       const char *summary)
+{
+	struct tops tp = { 0 };
+	struct report_view v;
+	int rc;
+
+	if (tops_make(t, &tp) != 0) {
+		say("out of memory");
+		return -1;
+	}
+	v = (struct report_view){
+		.judged = t->judged, .n = t->deferred,
+		.delays = t->delays, .ndelays = t->passed,
+		.nets = tp.c[0], .nnets = tp.n[0],
+		.rcpts = tp.c[1], .nrcpts = tp.n[1], .top = (size_t)top,
+		.start = rep.start, .end = rep.end, .window = w,
+		.summary = summary,
+	};
+	rc = html_write(html_path, &v);
+	tops_free(&tp);
+	return rc ? -1 : 0;
+}
+
 /* report_print - the lines on stdout; the header and the summary on
- * stderr, where pipelines do not read them */
+ * stderr, where pipelines do not read them; the page of --html */
 static int report_print(void)
 {
 	struct tally t = { 0 };
+	struct tops tp = { 0 };
 	long long w = window ? window : cfg.delay;
+	char summary[200];
 	int rc = 0;
 
 	t.delays = calloc(all.n + 1, sizeof(*t.delays));
 	t.lost = calloc(all.n + 1, sizeof(struct seen *));
-	if (!t.delays || !t.lost) {
+	t.judged = calloc(all.n + 1, sizeof(*t.judged));
+	if (!t.delays || !t.lost || !t.judged) {
 		say("out of memory");
 		rc = -1;
 	} else {
@@ -811,15 +881,24 @@ static int report_print(void)
 			      show_time ? "first_deferred " : "",
 			      show_tries ? "deferrals " : "", w);
 		print_lost(&t);
-		if (top && print_tops(&t) != 0)
+		if (top && tops_make(&t, &tp) != 0) {
+			say("out of memory");
 			rc = -1;
-		(void)fprintf(stderr, "# deferred=%zu passed_later=%zu"
-			      " never_retried=%zu pending=%zu median_delay=%llds\n",
-			      t.deferred, t.passed, t.fatal, t.pending, t.passed
-			      ? t.delays[t.passed / 2] : 0LL);
+		} else if (top) {
+			print_tops(&tp);
+		}
+		tops_free(&tp);
+		snprintf(summary, sizeof(summary), "deferred=%zu passed_later=%zu"
+			 " never_retried=%zu pending=%zu median_delay=%llds",
+			 t.deferred, t.passed, t.fatal, t.pending, t.passed
+			 ? t.delays[t.passed / 2] : 0LL);
+		(void)fprintf(stderr, "# %s\n", summary);
+		if (html_path && report_page(&t, w, summary) != 0)
+			rc = -1;
 	}
 	free(t.delays);
 	free(t.lost);
+	free(t.judged);
 	return rc || flush_stdout() ? 1 : 0;
 }
 

@@ -26,6 +26,7 @@ const char *const note_names[NOTE_COUNT] = {
 	[NOTE_EXPIRE] = "expire",
 	[NOTE_PEAK] = "peak",
 	[NOTE_WHITELIST] = "whitelist",
+	[NOTE_REORGANIZE] = "reorganize",
 };
 
 /* note_key - "M\n" and the note's name */

@@ -502,6 +502,7 @@ inetd_session() {
 . tests/milter.sh
 . tests/multimx.sh
 . tests/redis.sh
+. tests/observe.sh
 . fuzz/fuzz.sh
 . tests/deps.sh
 . tests/fresh.sh
@@ -522,11 +523,13 @@ t_install() {
 		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
 		expect "make install DESTDIR=... works" 0 $?
 	fi
-	expect "it installs both programs, the units (policy and milter), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
-		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-milter.socket usr/lib/systemd/system/greylistd-milter@.service usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
+	expect "it installs both programs, the units (policy, milter, the metrics timer and service), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in, the Prometheus rules and the user" \
+		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-metrics.service usr/lib/systemd/system/greylistd-metrics.timer usr/lib/systemd/system/greylistd-milter.socket usr/lib/systemd/system/greylistd-milter@.service usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/doc/greylistd/prometheus-rules.yml usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
 		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/usr/lib/systemd/system/greylistd@.service"
 	expect_grep "and the milter's unit, with --milter" '^ExecStart=/usr/sbin/greylistd --milter$' "$D/root/usr/lib/systemd/system/greylistd-milter@.service"
+	expect "and a symlink in node_exporter's textfile directory names the metrics file" \
+		/var/lib/greylistd-metrics/greylistd.prom "$(readlink "$D/root/var/lib/prometheus/node-exporter/greylistd.prom")"
 
 	# from a copy of the tree: other paths build other binaries
 	newdir install-local
@@ -582,7 +585,7 @@ t_install() {
 	missing=
 	for o in check stats dump load expire repair report maintain; do
 		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
-		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\):.*/\1/p'); do
+		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(stats\|dump\|expire\|maintain\|report\):.*/\1/p'); do
 			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
 		done
 	done
@@ -631,6 +634,8 @@ t_valgrind() {
 	vg "load" "$GREYLISTCTL" load --db="$D/db2" < "$D/dump"
 	vg "expire" "$GREYLISTCTL" expire --db="$D/db" < /dev/null
 	vg "report" "$GREYLISTCTL" report --db="$D/db" "$D/log" < /dev/null
+	vg "report --top --html" "$GREYLISTCTL" report --db="$D/db" --top=3 --html="$D/page.html" "$D/log" < /dev/null
+	vg "stats --openmetrics --output" "$GREYLISTCTL" stats --openmetrics --db="$D/db" --output="$D/m.prom" < /dev/null
 	vg "check" "$GREYLISTCTL" check --whitelist="$D/wl" < /dev/null
 }
 
@@ -813,7 +818,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness redis install valgrind fuzz loglines design analyze deps"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness redis metrics html install valgrind fuzz loglines design analyze deps"
 # Run only when named: fresh (tests/fresh.sh; a default run says so).
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
