@@ -291,8 +291,19 @@ struct outcome {
 	char why[200];			/* fail-open or bad-request reason */
 };
 
+/* How each verdict is answered and logged: the words of postgrey's
+ * decision lines, which greylistd logs and greylistctl explain shows. */
+struct verdict_info {
+	const char *action;		/* log: action=... (NULL: not logged) */
+	const char *reason;		/* log: reason=... (NULL: verdict_reason) */
+	int defer;			/* answered with --greylist-action */
+	int log_prio;
+};
+extern const struct verdict_info verdicts[];
+
 void decide(const long long *t, const long long *c, long long now,
 	    struct outcome *o);
+const char *verdict_reason(const struct outcome *o, char *buf, size_t size);
 void fail_open(struct outcome *o, const char *why);
 int expired(datum key, datum value, long long now);
 long long touch_interval(void);
@@ -346,6 +357,9 @@ const struct wl_entry *wl_client(const struct wl_set *set, int family,
 				 const unsigned char *a, const char *name);
 const struct wl_entry *wl_recipient(const struct wl_set *set,
 				    const char *rcpt);
+const struct wl_entry *wl_match(const struct wl_set *set,
+				const struct triplet *t, const char *name,
+				enum verdict *v);
 
 /*
  * The database (db.c).

@@ -54,14 +54,14 @@
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
  *	  lines 170-404	Reading requests: bounded lines, attributes
- *	  lines 405-503	The request: attributes to triplet, whitelist, store
- *	  lines 504-716	Answering: the reply, the decision log line
- *	  lines 717-1084	The milter protocol: packets, macros, replies
- *	  lines 1085-1191	Debian greylistd's protocol: one line, one word
+ *	  lines 405-487	The request: attributes to triplet, whitelist, store
+ *	  lines 488-676	Answering: the reply, the decision log line
+ *	  lines 677-1044	The milter protocol: packets, macros, replies
+ *	  lines 1045-1151	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1192-1405 (serving,
+ *	Only the admin's files reach, here: lines 1152-1365 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -441,21 +441,6 @@ static void bad_request(struct outcome *o, const char *why)
 	snprintf(o->why, sizeof(o->why), "bad request (%s)", why);
 }
 
-/* whitelisted - the whitelist verdict for a request, or V_NEW when no
- * entry applies. Names are matched only when Postfix verified them
- * (client_name is "unknown" otherwise). */
-static enum verdict whitelisted(const struct triplet *t, const char *name)
-{
-	char lname[MAX_LINE + 1];
-
-	lower(lname, name && strcmp(name, "unknown") != 0 ? name : "");
-	if (wl_client(&whitelists, t->family, t->bin, lname))
-		return V_WL_CLIENT;
-	if (wl_recipient(&whitelists, t->recipient))
-		return V_WL_RCPT;
-	return V_NEW;
-}
-
 /* missing - the first attribute a triplet needs that the request lacks */
 static const char *missing(const struct request *r)
 {
@@ -491,8 +476,7 @@ static void policy(const struct request *r, struct outcome *o)
 		bad_request(o, "client_address is not an IP address");
 		return;
 	}
-	o->v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
-	if (o->v != V_NEW)
+	if (wl_match(&whitelists, &t, r->attr[A_CLIENT_NAME], &o->v))
 		return;
 	db_greylist(&t, &lookup, o);
 	if (o->awl_new)
@@ -504,25 +488,6 @@ static void policy(const struct request *r, struct outcome *o)
 /*
  * Answering.
  */
-
-/* How each verdict is answered and logged. */
-static const struct {
-	const char *action;		/* log: action=... */
-	const char *reason;		/* log: reason=... (NULL: see code) */
-	int defer;			/* reply with --greylist-action */
-	int log_prio;
-} verdicts[] = {
-	[V_NEW] = { "greylist", "new", 1, LOG_INFO },
-	[V_EARLY] = { "greylist", NULL, 1, LOG_INFO },
-	[V_PASS_FIRST] = { "pass", "triplet found", 0, LOG_INFO },
-	[V_PASS] = { "pass", "triplet found", 0, LOG_INFO },
-	[V_AWL] = { "pass", "client AWL", 0, LOG_INFO },
-	[V_WL_CLIENT] = { "pass", "client whitelist", 0, LOG_INFO },
-	[V_WL_RCPT] = { "pass", "recipient whitelist", 0, LOG_INFO },
-	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
-	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
-	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
-};
 
 /* expand - copy a template, replacing %X by vals[X] (%% is "%"); the
  * templates were checked at start-up (config_check) */
@@ -656,12 +621,7 @@ static void log_decision(const struct request *r, const struct outcome *o)
 
 	if (!verdicts[o->v].action)
 		return;
-	if (o->v == V_EARLY)
-		snprintf(reason, sizeof(reason), "early-retry (%llds missing)",
-			 o->seconds);
-	else
-		snprintf(reason, sizeof(reason), "%s", verdicts[o->v].reason
-			 ? verdicts[o->v].reason : o->why);
+	verdict_reason(o, reason, sizeof(reason));
 	l.n = l.nf = 0;
 	l.sep = "";
 	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {

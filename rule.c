@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 
 #include "greylist.h"
 
@@ -190,6 +191,33 @@ void decide(const long long *t, const long long *c, long long now,
 		count_client(now, o);
 		o->awl_new = o->store_c && o->c[C_COUNT] == cfg.awl;
 	}
+}
+
+/* The decision lines' words, and how each verdict is answered. */
+const struct verdict_info verdicts[] = {
+	[V_NEW] = { "greylist", "new", 1, LOG_INFO },
+	[V_EARLY] = { "greylist", NULL, 1, LOG_INFO },
+	[V_PASS_FIRST] = { "pass", "triplet found", 0, LOG_INFO },
+	[V_PASS] = { "pass", "triplet found", 0, LOG_INFO },
+	[V_AWL] = { "pass", "client AWL", 0, LOG_INFO },
+	[V_WL_CLIENT] = { "pass", "client whitelist", 0, LOG_INFO },
+	[V_WL_RCPT] = { "pass", "recipient whitelist", 0, LOG_INFO },
+	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
+	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
+	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
+};
+
+/* verdict_reason - what a decision line gives as reason=...: the
+ * verdict's word, the seconds an early retry misses, or the outcome's
+ * own text (a fault, a bad request) */
+const char *verdict_reason(const struct outcome *o, char *buf, size_t size)
+{
+	if (o->v == V_EARLY)
+		snprintf(buf, size, "early-retry (%llds missing)", o->seconds);
+	else
+		snprintf(buf, size, "%s", verdicts[o->v].reason
+			 ? verdicts[o->v].reason : o->why);
+	return buf;
 }
 
 /* expiry_due - the last expiry (-1: never) was EXPIRE_INTERVAL ago or
