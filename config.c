@@ -95,6 +95,8 @@ static const struct option_spec options[] = {
 	  &cfg.whitelists, "postgrey's recipient whitelist file, repeatable" },
 	{ "auto-whitelist-clients", OPT_NUMBER, 0, 1000000, 0, &cfg.awl,
 	  "passes after which a client is no longer greylisted (5; 0: off)" },
+	{ "learn", OPT_FLAG, 0, 1, 0, &cfg.learn,
+	  "learn before enforcing: record triplets as passed, answer DUNNO" },
 	{ "privacy", OPT_FLAG, 0, 1, 0, &cfg.privacy,
 	  "store keys as HMAC-SHA-256 digests, not addresses" },
 	{ "exim", OPT_FLAG, 0, 1, 0, &cfg.exim,

@@ -138,6 +138,7 @@ struct config {
 	const char *log_file;
 	struct wl_list whitelists;
 	long long awl;
+	long long learn;
 	long long privacy;
 	long long exim;
 	long long milter;
@@ -279,7 +280,7 @@ const long long *client_record(datum d, long long *rec);
 
 enum verdict {
 	V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_WL_CLIENT, V_WL_RCPT,
-	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST,
+	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST, V_LEARN,
 };
 
 struct outcome {
@@ -288,6 +289,7 @@ struct outcome {
 	int store_t, store_c;		/* the records below must be written */
 	long long t[T_FIELDS], c[C_FIELDS];
 	int awl_new;			/* the client just became whitelisted */
+	enum verdict learned;		/* V_LEARN: what enforcing would say */
 	char why[200];			/* fail-open or bad-request reason */
 };
 

@@ -156,6 +156,19 @@ static void decide_triplet(const long long *t, long long now,
 	}
 }
 
+/* learn - --learn: a triplet the rule would defer is answered DUNNO and
+ * recorded as passed now, so that whoever wrote while greylistd learned
+ * is not delayed once it enforces. The client is not counted towards the
+ * auto-whitelist: that is earned by retrying, which learning cannot see
+ * (a spam bot that sent for five hours would be whitelisted). */
+static void learn(long long now, struct outcome *o)
+{
+	o->learned = o->v;
+	o->v = V_LEARN;
+	o->t[T_PASSED] = o->t[T_LAST] = now;
+	o->store_t = 1;
+}
+
 /* count_client - note a pass of the client, at most once per
  * AWL_INTERVAL, as postgrey counts; the count is the client's passes */
 static void count_client(long long now, struct outcome *o)
@@ -187,6 +200,8 @@ void decide(const long long *t, const long long *c, long long now,
 		return;
 	}
 	decide_triplet(t, now, o);
+	if (cfg.learn && verdicts[o->v].defer)
+		learn(now, o);
 	if (cfg.awl && o->v == V_PASS_FIRST) {
 		count_client(now, o);
 		o->awl_new = o->store_c && o->c[C_COUNT] == cfg.awl;
@@ -205,18 +220,23 @@ const struct verdict_info verdicts[] = {
 	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
 	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
 	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
+	[V_LEARN] = { "pass", NULL, 0, LOG_INFO },
 };
 
 /* verdict_reason - what a decision line gives as reason=...: the
- * verdict's word, the seconds an early retry misses, or the outcome's
- * own text (a fault, a bad request) */
+ * verdict's word, the seconds an early retry misses, the outcome's own
+ * text (a fault, a bad request), or with --learn "learning (would
+ * greylist: REASON)" */
 const char *verdict_reason(const struct outcome *o, char *buf, size_t size)
 {
-	if (o->v == V_EARLY)
-		snprintf(buf, size, "early-retry (%llds missing)", o->seconds);
-	else
-		snprintf(buf, size, "%s", verdicts[o->v].reason
-			 ? verdicts[o->v].reason : o->why);
+	enum verdict v = o->v == V_LEARN ? o->learned : o->v;
+	char early[64];
+
+	snprintf(early, sizeof(early), "early-retry (%llds missing)",
+		 o->seconds);
+	snprintf(buf, size, "%s%s%s", o->v == V_LEARN ? "learning (would"
+		 " greylist: " : "", v == V_EARLY ? early : verdicts[v].reason
+		 ? verdicts[v].reason : o->why, o->v == V_LEARN ? ")" : "");
 	return buf;
 }
 
