@@ -269,8 +269,9 @@ struct source {
 static const char *where(const struct source *src, char *buf, size_t size)
 {
 	if (!src->file)
-		return "";
-	snprintf(buf, size, "%s:%u: ", src->file, src->line);
+		buf[0] = 0;	/* callers also use buf itself */
+	else
+		snprintf(buf, size, "%s:%u: ", src->file, src->line);
 	return buf;
 }
 
