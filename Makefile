@@ -73,9 +73,11 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-greylistctl: greylistctl.o report.o $(SHARED)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistctl.o report.o \
-		$(SHARED) $(LDLIBS) $(CTL_LIBS)
+CTL_OBJS = greylistctl.o report.o explain.o
+
+greylistctl: $(CTL_OBJS) $(SHARED)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) $(SHARED) \
+		$(LDLIBS) $(CTL_LIBS)
 
 %.o: %.c greylist.h greylistctl.h .flags
 	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<

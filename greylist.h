@@ -329,7 +329,7 @@ struct wl_entry {
 	int family;			/* WL_NET: AF_INET or AF_INET6 */
 	unsigned char net[16];		/* WL_NET: masked address */
 	long long bits;			/* WL_NET: prefix length */
-	const char *text;		/* lower-cased value, or the regex */
+	const char *text;		/* lower-cased value, or the /regex/ */
 	void *re;			/* regex: compiled (pcre2_code) */
 	const char *file;
 	unsigned line;

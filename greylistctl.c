@@ -16,6 +16,8 @@
  *			file that cannot be recovered aside
  *	report		which mail did greylisting cost: postgreyreport's
  *			report, from a log on stdin (report.c)
+ *	explain		why a request gets its answer, and from when it
+ *			changes; writes nothing (explain.c)
  *	maintain	what a serving greylistd starts after an answer when
  *			maintenance is due: repair, log bad whitelist lines
  *			once per version, and the daily expiry
@@ -1870,6 +1872,8 @@ static const struct {
 	{ "repair", cmd_repair, NULL, 0, "recover a damaged database" },
 	{ "report", NULL, NULL, 0,
 	  "triplets deferred and never retried, from a log (postgreyreport)" },
+	{ "explain", cmd_explain, explain_options, NEXPLAIN_OPTIONS,
+	  "why a request gets its answer, and from when it changes" },
 	{ "maintain", cmd_maintain, maintain_options, 1,
 	  "what greylistd starts when maintenance is due" },
 };

@@ -42,4 +42,9 @@ extern const struct option_spec report_options[];
 extern const size_t nreport_options;
 int cmd_report(const char *const *files, int nfiles);
 
+/* explain.c */
+#define NEXPLAIN_OPTIONS 4
+extern const struct option_spec explain_options[NEXPLAIN_OPTIONS];
+int cmd_explain(void);
+
 #endif

@@ -564,7 +564,7 @@ t_install() {
 	"$GREYLISTCTL" check --config=greylistd.conf --db="$D/none" --whitelist=whitelist >/dev/null
 	expect "and passes check as it is" 0 $?
 	missing=
-	for o in check stats dump load expire repair report maintain; do
+	for o in check stats dump load expire repair report explain maintain; do
 		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
 		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\):.*/\1/p'); do
 			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
@@ -797,7 +797,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness learn install valgrind fuzz loglines design analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness learn explain install valgrind fuzz loglines design analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"

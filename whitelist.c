@@ -214,6 +214,7 @@ static const char *client_value(char *v, size_t len, struct wl_entry *e)
 {
 	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
 		e->kind = WL_CLIENT_RE;
+		e->text = v;		/* shown by greylistctl explain */
 		return compile(v + 1, len - 2, e);
 	}
 	lower(v, v);
@@ -240,6 +241,7 @@ static const char *recipient_value(char *v, size_t len, struct wl_entry *e)
 
 	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
 		e->kind = WL_RCPT_RE;
+		e->text = v;
 		return compile(v + 1, len - 2, e);
 	}
 	lower(v, v);

@@ -63,3 +63,122 @@ t_learn() {
 	"$GREYLISTCTL" report --db="$D/db" --show_tries "$D/log" > "$D/out" 2>/dev/null
 	expect "--show_tries counts the learning lines" "1 1" "$(cut -d' ' -f1 "$D/out" | tr '\n' ' ' | sed 's/ $//')"
 }
+
+# --- explaining a decision --------------------------------------------------------
+
+# frozen EPOCH CMD... - run CMD with the wall clock stopped at EPOCH
+frozen() {
+	local t=$1; shift
+	FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$(date -d "@$t" '+%Y-%m-%d %H:%M:%S')" "$@"
+}
+
+# ex EPOCH [OPTIONS...] - greylistctl explain of the test's request at EPOCH
+ex() {
+	local t=$1; shift
+	frozen "$t" "$GREYLISTCTL" explain --db="$D/db" --client-address=198.51.100.7 \
+		--client-name=mx.sender.example --sender=Alice+news@sender.example \
+		--recipient=bob@dest.example "$@"
+}
+
+# rq EPOCH [REQ-ARGS...] -- [OPTIONS...] - the same request to greylistd at EPOCH
+rq() {
+	local t=$1 a=(); shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do a+=("$1"); shift; done
+	[ $# -gt 0 ] && shift
+	req client_address=198.51.100.7 client_name=mx.sender.example \
+		sender=Alice+news@sender.example recipient=bob@dest.example "${a[@]}" \
+		| frozen "$t" "$GREYLISTD" --db="$D/db" --log-file="$D/log" "$@"
+}
+
+# answer_of - explain's answer line, as a decision line starts
+answer_of() { sed -n 's/^answer  *//p'; }
+
+# logged - greylistd's last decision, without the request's attributes
+logged() { grep 'action=' "$D/log" | tail -n 1 | sed 's/^.*greylistd\[[0-9]*\]: //; s/, client_name=.*//'; }
+
+# agree NAME EPOCH [ATTR=VALUE...] [-- OPTIONS...] - explain at EPOCH says
+# what a request (with these attributes) to greylistd at EPOCH then logs;
+# the options go to both
+agree() {
+	local name=$1 t=$2 said x; shift 2
+	local o=() r=() e=() seen=
+	for x in "$@"; do
+		if [ "$x" = -- ]; then seen=1
+		elif [ -n "$seen" ]; then o+=("$x")
+		else r+=("$x"); e+=("--$(echo "${x%%=*}" | tr _ -)=${x#*=}"); fi
+	done
+	said=$(ex "$t" "${e[@]}" "${o[@]}" | answer_of)
+	rq "$t" "${r[@]}" -- "${o[@]}" > /dev/null
+	expect "$name: explain says [$said], greylistd logs it" "$said" "$(logged)"
+}
+
+t_explain() {
+	local t0 out when sum
+
+	newdir explain
+	t0=$(( $(date +%s) / 60 * 60 ))
+	out=$(ex $t0)
+	expect "explain: exit 0" 0 $?
+	check "explain writes nothing: no database made" test ! -e "$D/db"
+	expect "the normalised triplet" "network 198.51.100.0, sender alice@sender.example, recipient bob@dest.example" \
+		"$(echo "$out" | sed -n 's/^triplet  *//p')"
+	expect "its key, escaped as dump shows it" 'T\x0a198.51.100.0\x0aalice@sender.example\x0abob@dest.example' \
+		"$(echo "$out" | sed -n 's/^key  *//p')"
+	expect "the client key" 'C\x0a198.51.100.7' "$(echo "$out" | sed -n 's/^client key  *//p')"
+	expect "no whitelist entry" "none matched" "$(echo "$out" | sed -n 's/^whitelist  *//p')"
+	expect "no record" "none" "$(echo "$out" | sed -n 's/^record  *//p')"
+	agree "a new triplet" $t0
+	agree "an early retry" $((t0 + 100))
+	out=$(ex $((t0 + 100)))
+	expect_grep "explain says what the next request writes, with readable times" \
+		"^writes +nothing$" <(echo "$out")
+	expect_grep "and the stored record, with readable times" \
+		"^record +first $(date -u -d "@$t0" +%Y-%m-%dT%H:%M:%SZ) \(100s ago\), last .*, passed -$" <(echo "$out")
+	when=$(echo "$out" | sed -n 's/^  from \([^ ]*\): action=pass, reason=triplet found, delay=300$/\1/p')
+	expect "and from when the answer changes: the delay's end" \
+		"$(date -u -d "@$((t0 + 300))" +%Y-%m-%dT%H:%M:%SZ)" "$when"
+	expect_grep "and, with no retry, when the retry window ends" \
+		"^  from $(date -u -d "@$((t0 + 2 * 86400 + 1))" +%Y-%m-%dT%H:%M:%SZ): action=greylist, reason=new$" <(echo "$out")
+	sum=$(md5sum < "$D/db")
+	ex $((t0 + 100)) > /dev/null
+	expect "explain leaves the database as it was" "$sum" "$(md5sum < "$D/db")"
+	agree "a second before the change" $((t0 + 299))
+	agree "at the change" $((t0 + 300))
+	agree "a later message of the passed triplet" $((t0 + 400))
+
+	printf '# clients\nclient 203.0.113.0/24\n' > "$D/wl"
+	out=$(frozen $((t0 + 500)) "$GREYLISTCTL" explain --db="$D/db" --whitelist="$D/wl" \
+		--client-address=203.0.113.9 --sender=x@y.example --recipient=z@dest.example)
+	expect "a whitelist entry is shown as FILE:LINE with its value" "$D/wl:2: client 203.0.113.0/24" \
+		"$(echo "$out" | sed -n 's/^whitelist  *//p')"
+	said=$(echo "$out" | answer_of)
+	req client_address=203.0.113.9 sender=x@y.example recipient=z@dest.example | gl --whitelist="$D/wl" >/dev/null
+	expect "a whitelisted client: explain says [$said], greylistd logs it" "$said" "$(logged)"
+	out=$(ex $((t0 + 600)) --recipient=postmaster@dest.example)
+	expect "the built-in entries are named so" "(built-in): recipient postmaster@" \
+		"$(echo "$out" | sed -n 's/^whitelist  *//p')"
+
+	out=$(ex $((t0 + 4000)) --recipient=carol@dest.example --auto-whitelist-clients=1)
+	expect_grep "the client's auto-whitelist count" \
+		"^awl +client 198.51.100.7: 1 passes counted, 1 make it whitelisted; last counted $(date -u -d "@$((t0 + 300))" +%Y-%m-%dT%H:%M:%SZ) " <(echo "$out")
+	agree "an auto-whitelisted client" $((t0 + 4000)) recipient=carol@dest.example -- --auto-whitelist-clients=1
+	agree "learning" $((t0 + 4000)) recipient=dave@dest.example -- --learn
+	agree "a client_address that is no IP address" $((t0 + 4000)) client_address=unknown
+
+	newdir explain-privacy
+	rq $t0 -- --privacy > /dev/null
+	out=$(ex $((t0 + 10)) --privacy)
+	expect_grep "--privacy: the key is the digest the file holds" '^key +T\\x0a[0-9a-f]{64}$' <(echo "$out")
+	expect "and is the one in the file" "$(echo "$out" | sed -n 's/^key  *T\\x0a//p')" \
+		"$("$GREYLISTCTL" dump --db="$D/db" --privacy | awk '$1 == "T" { print $5 }')"
+	agree "--privacy: an early retry" $((t0 + 10)) -- --privacy
+	ex $((t0 + 20)) > "$D/out" 2> "$D/err"
+	expect "a file of the other key kind: explain exits 1" 1 $?
+	expect_grep "and says the server fails open" 'holds hashed keys but privacy is off: the server fails open' "$D/err"
+	rq $((t0 + 20)) > /dev/null
+	expect_grep "as the server then does" 'action=pass, reason=fail-open \(.*holds hashed keys but privacy is off' "$D/log"
+
+	"$GREYLISTCTL" explain --db="$D/db" --client-address=198.51.100.7 --sender=a@b.example > /dev/null 2> "$D/err"
+	expect "explain without --recipient: exit 64" 64 $?
+	expect_grep "and says what it needs" 'explain needs --client-address, --sender and --recipient' "$D/err"
+}
