@@ -237,8 +237,10 @@ static void show_reply(const struct outcome *o, long long now)
 {
 	printf("%-12s", "reply");
 	if (verdicts[o->v].defer)
-		printf("%s with --greylist-text (%lld seconds)\n",
-		       cfg.greylist_action, o->seconds);
+		printf("%s with --greylist-text (%lld seconds)%s\n",
+		       cfg.greylist_action, o->seconds, cfg.defer_at_data
+		       ? "; with defer-at = data: DUNNO at RCPT, and the"
+		       " message deferred at DATA" : "");
 	else
 		printf("%s\n", o->v == V_PASS_FIRST && *cfg.header
 		       ? "PREPEND the X-Greylist header (the message's first"

@@ -139,6 +139,8 @@ struct config {
 	struct wl_list whitelists;
 	long long awl;
 	long long learn;
+	const char *defer_at;		/* "rcpt" or "data" */
+	long long defer_at_data;	/* "data", for the policy protocol */
 	long long privacy;
 	long long exim;
 	long long milter;
@@ -280,7 +282,7 @@ const long long *client_record(datum d, long long *rec);
 
 enum verdict {
 	V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_WL_CLIENT, V_WL_RCPT,
-	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST, V_LEARN,
+	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST, V_LEARN, V_DATA,
 };
 
 struct outcome {

@@ -221,6 +221,7 @@ const struct verdict_info verdicts[] = {
 	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
 	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
 	[V_LEARN] = { "pass", NULL, 0, LOG_INFO },
+	[V_DATA] = { "greylist", NULL, 1, LOG_INFO },
 };
 
 /* verdict_reason - what a decision line gives as reason=...: the

@@ -182,3 +182,127 @@ t_explain() {
 	expect "explain without --recipient: exit 64" 64 $?
 	expect_grep "and says what it needs" 'explain needs --client-address, --sender and --recipient' "$D/err"
 }
+
+# --- never splitting a message: --defer-at=data, with a real Postfix -------------
+
+# dd_send TAG - one message from 198.51.100.20 to three recipients of
+# dest.test, two of them known; the transcript is $PF_DIR/TAG.smtp, the
+# replies to RCPT TO and DATA are left in DD_RCPT and DD_DATA
+dd_send() {
+	local tag=$1
+	pf_in swaks --server 127.0.0.1 --port "$PF_SMTP_PORT" --helo "$tag.client.test" \
+		--xclient "ADDR=198.51.100.20 NAME=$PF_NAME" --from "$PF_FROM" \
+		--to known1@dest.test,known2@dest.test,new@dest.test \
+		--header "Subject: greylistd $tag" > "$PF_DIR/$tag.smtp" 2>&1
+	DD_RCPT=$(sed -n '/^ *-> RCPT TO:/{n;s/^<[-*~]* *\([0-9]*\).*/\1/p;}' "$PF_DIR/$tag.smtp" | tr '\n' ' ' | sed 's/ $//')
+	DD_DATA=$(sed -n '/^ *-> DATA$/{n;s/^<[-*~]* *//p;}' "$PF_DIR/$tag.smtp")
+}
+
+# dd_instance NAME [GREYLISTD-OPTIONS] - a private Postfix whose policy
+# service is also asked at DATA (smtpd_data_restrictions), with known1@ and
+# known2@ passed triplets of 198.51.100.0/24 in greylistd's database;
+# started, or false with DD_WHY
+dd_instance() {
+	local name=$1 opts=$2 now
+	pf_setup "$name" || { DD_WHY="no free loopback port"; return 1; }
+	sed -i "s|--delay=${PF_DELAY}s\$|--delay=${PF_DELAY}s $opts|" "$PF_DIR"/etc/master.cf
+	printf 'smtpd_data_restrictions =\n    check_policy_service { unix:private/greylistd, default_action=DUNNO }\n' \
+		>> "$PF_DIR"/etc/main.cf
+	now=$(date +%s)
+	printf 'T %s %s %s 198.51.100.0 %s known%s@dest.test\n' \
+		$((now - 9000)) $((now - 60)) $((now - 8000)) "$PF_FROM" 1 \
+		$((now - 9000)) $((now - 60)) $((now - 8000)) "$PF_FROM" 2 \
+		| "$GREYLISTCTL" load --db="$PF_DIR"/gl/greylistd.db > "$PF_DIR"/load.out 2>&1 \
+		|| { DD_WHY="greylistctl load: $(cat "$PF_DIR"/load.out)"; return 1; }
+	pf_start || { DD_WHY=$PF_WHY; return 1; }
+}
+
+# dd_rcpts TAG - the recipients smtp-sink received message TAG for
+dd_rcpts() {
+	local f
+	f=$(pf_dump "$1")
+	[ -n "$f" ] || { echo none; return; }
+	sed -n 's/^X-Rcpt-Args: <\([^>]*\)>.*/\1/p' "$f" | sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# dd_stop - stop the instance; fail when a process of it is left
+dd_stop() {
+	local left
+	pf_stop
+	left=$(pf_processes)
+	[ -z "$left" ] || { fail "$1: no process left behind" "$left"; kill $left 2>/dev/null; }
+}
+
+t_deferdata() {
+	local why old_trap=() t0 L out
+
+	newdir deferdata-pipe
+	out=$( { req instance=m1 recipient=a@x.example; req instance=m1 recipient=b@x.example;
+		req instance=m1 protocol_state=DATA recipient=; } | gl --defer-at=data | actions)
+	expect "defer-at=data: RCPT DUNNO, DUNNO; DATA deferred with the text of the recipients' deferral" \
+		"DUNNO|DUNNO|DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$(echo "$out" | paste -sd'|')"
+	newdir deferdata-warn
+	{ req instance=m1; req instance=m2 recipient=c@x.example; req instance=m3 recipient=d@x.example; } \
+		| gl --defer-at=data > /dev/null
+	expect "deferrals that never meet a DATA request are said, once per connection" 1 \
+		"$(grep -c 'warning: defer-at = data: a message.s 1 deferred recipients met no DATA request, and none has come on this connection: check_policy_service must be in smtpd_data_restrictions' "$D/log")"
+	newdir deferdata-milter
+	gl --milter < tests/milter-captures/postfix-2.bin > "$D/plain" 2>&1
+	rm -f "$D/db"
+	gl --milter --defer-at=data < tests/milter-captures/postfix-2.bin > "$D/data" 2>&1
+	check "the milter answers at RCPT as before (Postfix's capture: the same bytes with defer-at=data)" cmp "$D/plain" "$D/data"
+	check "(and those are two 451s)" test "$(grep -c 'y451 4.7.1' <(tr '\0' '\n' < "$D/data"))" -eq 2
+	out=$(printf -- '--grey 192.0.2.10 alice@example.com bob@example.net\n' | gl --greylistd-protocol --defer-at=data)
+	expect "Debian greylistd's protocol answers at once as before: true" "true" "$out"
+	out=$(req recipient=e@x.example | gl --exim --defer-at=data | actions | cut -c1-15)
+	expect "--exim (one request a connection) defers at RCPT as before" "DEFER_IF_PERMIT" "$out"
+	gl --defer-at=later < /dev/null 2> "$D/err"
+	expect "defer-at takes rcpt or data: another word is refused (exit 64)" 64 $?
+
+	if why=$(pf_cannot_run); then skip "defer-at=data with Postfix" "$why"; return; fi
+	PF_MASTER='' PF_SINK=''
+	eval "old_trap=($(trap -p EXIT))"
+	# shellcheck disable=SC2064 # the old command is wanted as it is now
+	trap "pf_stop; ${old_trap[2]:-}" EXIT
+
+	if ! dd_instance pf-data --defer-at=data; then
+		fail "defer-at=data: a private Postfix runs" "$DD_WHY"
+	else
+		dd_send dd-first
+		t0=$(date +%s)
+		expect "defer-at=data: every RCPT TO gets 250, the new recipient's too" "250 250 250" "$DD_RCPT"
+		expect "and DATA gets 450: the whole message is deferred" \
+			"450 4.7.1 <DATA>: Data command rejected: Greylisted, please try again in $PF_DELAY seconds" "$DD_DATA"
+		expect "no recipient got the message alone" none "$(dd_rcpts dd-first)"
+		while [ "$(date +%s)" -le $((t0 + PF_DELAY)) ]; do sleep 0.2; done
+		dd_send dd-retry
+		expect "the retry after the delay: RCPT TO 250 for all three" "250 250 250" "$DD_RCPT"
+		expect "and DATA 354" "354 End data with <CR><LF>.<CR><LF>" "$DD_DATA"
+		expect "one message, delivered to all three at once" \
+			"known1@dest.test known2@dest.test new@dest.test" "$(dd_rcpts dd-retry)"
+		check "with the X-Greylist header of the new recipient's first pass" \
+			grep -q '^X-Greylist: delayed ' "$(pf_dump dd-retry)"
+		dd_stop "defer-at=data"
+		L=$PF_DIR/gl/greylistd.log
+		expect_grep "greylistd logged the new recipient's deferral at RCPT" \
+			"action=greylist, reason=new, client_name=${PF_NAME//./\\.}, client_address=198\.51\.100\.20, sender=$PF_FROM, recipient=new@dest\.test\$" "$L"
+		expect_grep "and the message's at DATA" \
+			"action=greylist, reason=defer-at-data \(1 of 3 recipients greylisted\), client_name=${PF_NAME//./\\.}, client_address=198\.51\.100\.20, sender=$PF_FROM\$" "$L"
+		expect "and no warning (Postfix asked at DATA on the same connection)" "" \
+			"$(grep -E 'greylistd\[[0-9]+\]: (warning|error):' "$L" | head -n 3)"
+		expect_grep "Postfix logged the DATA deferral" \
+			"(NOQUEUE|[0-9A-Za-z]+): reject: DATA from .*: 450 4\.7\.1 <DATA>: Data command rejected: Greylisted" "$PF_DIR"/maillog
+	fi
+
+	if ! dd_instance pf-rcpt ""; then
+		fail "without defer-at=data: a private Postfix runs" "$DD_WHY"
+	else
+		dd_send dd-split
+		expect "without the option (today): the new recipient's RCPT TO gets 450, the known ones 250" "250 250 450" "$DD_RCPT"
+		expect "and DATA 354" "354 End data with <CR><LF>.<CR><LF>" "$DD_DATA"
+		expect "the message is split: the known recipients get it now" \
+			"known1@dest.test known2@dest.test" "$(dd_rcpts dd-split)"
+		dd_stop "without defer-at=data"
+	fi
+	if [ ${#old_trap[@]} -ge 3 ]; then trap -- "${old_trap[2]}" EXIT; else trap - EXIT; fi
+}
