@@ -57,7 +57,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 	     nettle-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
-	     dnsmasq-base postgrey m4 \
+	     dnsmasq-base postgrey db5.3-util m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db perl redis-server redis-tools $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
@@ -73,7 +73,7 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-CTL_OBJS = greylistctl.o report.o explain.o
+CTL_OBJS = greylistctl.o report.o explain.o postgrey.o
 
 greylistctl: $(CTL_OBJS) $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) $(SHARED) \

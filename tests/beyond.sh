@@ -306,3 +306,233 @@ t_deferdata() {
 	fi
 	if [ ${#old_trap[@]} -ge 3 ]; then trap -- "${old_trap[2]}" EXIT; else trap - EXIT; fi
 }
+
+# --- importing postgrey's database, from a real postgrey ---------------------------
+
+# pg_start DIR [POSTGREY-OPTIONS...] - Debian's postgrey on DIR/sock with
+# --dbdir=DIR/db, no whitelists, as a process of this test (PG_PID); false
+# when it does not listen within 10 s
+pg_start() {
+	local dir=$1 who=(); shift
+	mkdir -p "$dir/db"
+	if [ "$(id -u)" -eq 0 ]; then
+		chmod go+x "$WORK" "$dir"
+		chown postgrey:postgrey "$dir/db"
+		who=(--user=postgrey --group=postgrey)
+	else
+		who=(--user="$(id -un)" --group="$(id -gn)")
+	fi
+	rm -f "$dir/sock"
+	/usr/sbin/postgrey --unix="$dir/sock" --dbdir="$dir/db" "${who[@]}" \
+		--whitelist-clients=/dev/null --whitelist-recipients=/dev/null \
+		"--greylist-text=Greylisted, please try again in %s seconds" "$@" \
+		>> "$dir/postgrey.log" 2>&1 &
+	PG_PID=$!
+	wait_for "$dir/sock" 100
+}
+
+# pg_stop - end this test's postgrey, by its PID: SIGTERM, again each
+# second (Net::Server::Multiplex can miss one that comes while it is
+# between two waits), SIGKILL after 5 s
+pg_stop() {
+	local i
+	[ -n "${PG_PID:-}" ] || return 0
+	for i in $(seq 50); do
+		[ $((i % 10)) -eq 1 ] && kill "$PG_PID" 2>/dev/null
+		kill -0 "$PG_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$PG_PID" 2>/dev/null
+	wait "$PG_PID" 2>/dev/null
+	PG_PID=
+}
+
+# pg_ask DIR - the requests on stdin to postgrey, each on a connection of
+# its own and after the last one's answer, as Postfix asks (postgrey
+# 1.37 loses a request whose lines are split between two reads when
+# requests are pipelined)
+pg_ask() {
+	local r= line
+	while IFS= read -r line; do
+		if [ -n "$line" ]; then r+="$line"$'\n'; continue; fi
+		printf '%s\n' "$r" | socat -t 5 - "UNIX-CONNECT:$1/sock"
+		r=
+	done
+}
+
+# pg_q TIME CLIENT SENDER RECIPIENT - one request, at postgrey's test time
+# (its policy_test_time attribute, which it takes as the time of the
+# request)
+pg_q() { req policy_test_time="$1" client_address="$2" client_name=mx.sender.example sender="$3" recipient="$4"; }
+
+# pg_history DIR TE DELAY AWL - what postgrey is fed before time TE, when
+# run with DELAY and AWL: one client whose AWL passes make it
+# auto-whitelisted (an hour apart), clients with one passed triplet (the
+# null sender, a VERP sender, IPv6 from two addresses of one /64), and
+# three pending triplets: early at TE, due at TE, beyond the retry window
+pg_history() {
+	local dir=$1 te=$2 d=$3 n=$4 i t
+	{
+		pg_q $((te - 3 * 86400)) 192.0.2.52 p3@x.example r1@dest.example
+		for i in $(seq "$n"); do
+			t=$((te - 30000 + i * 3700))
+			pg_q $t 198.51.100.7 "news+$i@sender.example" "r$i@dest.example"
+			pg_q $((t + d + 100)) 198.51.100.7 "news+$i@sender.example" "r$i@dest.example"
+		done
+		t=$((te - 20000))
+		pg_q $t 203.0.113.9 "" r1@dest.example
+		pg_q $((t + d + 5)) 203.0.113.9 "" r1@dest.example
+		pg_q $t 203.0.113.9 bounce-4711@lists.example r2@dest.example
+		pg_q $((t + d + 7)) 203.0.113.9 bounce-4711@lists.example r2@dest.example
+		pg_q $t 2001:db8:5::7 bob@v6.example r1@dest.example
+		pg_q $((t + d + 1)) 2001:db8:5::7 bob@v6.example r1@dest.example
+		pg_q $t 2001:db8:5::8 carol@v6.example r2@dest.example
+		pg_q $((t + 3 * d)) 2001:db8:5::8 carol@v6.example r2@dest.example
+		pg_q $((te - d / 3)) 192.0.2.50 p1@x.example r1@dest.example
+		pg_q $((te - d - 100)) 192.0.2.51 p2@x.example r1@dest.example
+	} | pg_ask "$dir" > "$dir/history.out"
+}
+
+# pg_probes TE - the probes, each a request at TE: passed triplets (from
+# their clients and from neighbours), the auto-whitelisted client and its
+# neighbour with new recipients, the pending triplets, a new one
+pg_probes() {
+	local te=$1
+	pg_q "$te" 198.51.100.7 news+3@sender.example r3@dest.example
+	pg_q "$te" 198.51.100.7 someone@else.example new@dest.example
+	pg_q "$te" 198.51.100.8 someone@else.example new@dest.example
+	pg_q "$te" 198.51.100.8 news+2@sender.example r2@dest.example
+	pg_q "$te" 203.0.113.9 "" r1@dest.example
+	pg_q "$te" 203.0.113.9 bounce-99@lists.example r2@dest.example
+	pg_q "$te" 203.0.113.10 "" r1@dest.example
+	pg_q "$te" 203.0.113.9 someone@else.example new@dest.example
+	pg_q "$te" 2001:db8:5::7 bob@v6.example r1@dest.example
+	pg_q "$te" 2001:db8:5::99 bob@v6.example r1@dest.example
+	pg_q "$te" 2001:db8:5::8 carol@v6.example r2@dest.example
+	pg_q "$te" 192.0.2.50 p1@x.example r1@dest.example
+	pg_q "$te" 192.0.2.51 p2@x.example r1@dest.example
+	pg_q "$te" 192.0.2.52 p3@x.example r1@dest.example
+	pg_q "$te" 192.0.2.99 nobody@new.example r9@dest.example
+}
+
+# pg_norm - answers as both write them, but postgrey's enhanced code 4.2.0
+# and the X-Greylist header past its delay (names and dates differ)
+pg_norm() {
+	actions | sed -e 's/ 4\.2\.0 / /' -e 's/^\(PREPEND X-Greylist: delayed [0-9]* seconds\).*/\1/'
+}
+
+# pg_reasons FILE SKIP - the decision lines after the first SKIP lines,
+# action and reason only
+pg_reasons() {
+	tail -n +"$(($2 + 1))" "$1" | grep -o 'action=[a-z]*, reason=[^,]*\(, delay=[0-9]*\)\?' 
+}
+
+# pg_truth NAME OPTIONS... - (NAME without spaces: postgrey's taint
+# checks refuse such a path) feed a real postgrey run with OPTIONS, stop
+# it, import its database with the same options, then send the same
+# probes at the same time to greylistd and to postgrey (restarted on its
+# database): the answers and the logged reasons must be the same
+pg_truth() {
+	local name=$1; shift
+	local dir te d=300 n=5 m=3 o lines pg gl
+	for o in "$@"; do
+		case $o in
+		--delay=*) d=${o#--delay=} ;;
+		--auto-whitelist-clients=*) n=${o#*=} ;;
+		--lookup-by-host) m=4 ;;	# no IPv6 clients of one /64 merged
+		esac
+	done
+	newdir "pgimport-$name"
+	dir=$D/pg te=$(( $(date +%s) / 60 * 60 + 86400 ))
+	if ! pg_start "$dir" "$@"; then
+		fail "$name: postgrey runs" "$(tail -n 3 "$dir/postgrey.log")"; pg_stop; return
+	fi
+	pg_history "$dir" "$te" "$d" "$n"
+	pg_stop
+	expect_grep "$name: postgrey auto-whitelisted a client" "whitelisted: mx.sender.example\[198.51.100.7\]" "$dir/postgrey.log"
+	: > "$D/empty"
+	"$GREYLISTCTL" load --db="$D/db" --from-postgrey="$dir/db" "$@" > "$D/load.out" 2> "$D/load.err"
+	expect "$name: greylistctl load --from-postgrey $* exits 0" 0 $?
+	expect "$name: and counts what it imported" \
+		"postgrey $dir/db: $((n + 7)) triplets ($((n + 4)) passed, 3 pending), 4 clients ($m in greylistd's keys); $((n + 7 + m)) records loaded, 0 of postgrey's not imported" \
+		"$(cat "$D/load.out")"
+	check "$name: with nothing on stderr" test ! -s "$D/load.err"
+	pg_start "$dir" "$@" || { fail "$name: postgrey restarts on its database"; pg_stop; return; }
+	lines=$(wc -l < "$dir/postgrey.log")
+	pg=$(pg_probes "$te" | pg_ask "$dir" | pg_norm)
+	pg_stop
+	gl=$(pg_probes "$te" | frozen "$te" "$GREYLISTD" --db="$D/db" --log-file="$D/log" \
+		--whitelist="$D/empty" "$@" | pg_norm)
+	expect "$name: greylistd answers the 15 probes as postgrey does" "$pg" "$gl"
+	expect "$name: and logs the same reasons" "$(pg_reasons "$dir/postgrey.log" "$lines")" "$(pg_reasons "$D/log" 0)"
+	for o in "client AWL" "triplet found, delay" "triplet found$" "early-retry" "reason=new"; do
+		check "$name: (the probes include $o)" grep -q "$o" <(pg_reasons "$D/log" 0)
+	done
+}
+
+t_pgimport() {
+	local dir out
+
+	if [ ! -x /usr/sbin/postgrey ] || ! command -v db5.3_dump >/dev/null || ! command -v socat >/dev/null; then
+		fail "pgimport" "needs postgrey, db5.3-util and socat (make check installs them)"; return
+	fi
+	PG_PID=
+	pg_truth defaults
+	pg_truth prefixes-delay-awl --ipv4cidr=16 --ipv6cidr=48 --delay=120 --auto-whitelist-clients=2
+	pg_truth lookup-by-host --lookup-by-host --auto-whitelist-clients=3
+
+	dir=$WORK/pgimport-defaults/pg
+	"$GREYLISTCTL" load --db="$D/other" --from-postgrey="$dir/db" --ipv4cidr=16 > "$D/out" 2> "$D/err"
+	expect "other options than postgrey's: exit 1" 1 $?
+	expect_grep "each record is said" "not imported: its network has host bits under --ipv4cidr or --ipv6cidr: give the options postgrey ran with" "$D/err"
+	"$GREYLISTCTL" load --db="$D/other2" --from-postgrey="$dir/db" --lookup-by-host > "$D/out" 2> "$D/err"
+	expect "--lookup-by-host when postgrey ran without: exit 1" 1 $?
+	expect_grep "and said" "not imported: not a key of --lookup-by-host" "$D/err"
+	expect_grep "and counted" "; [0-9]+ records loaded, [0-9]+ of postgrey's not imported$" "$D/out"
+
+	pg_start "$dir" || fail "postgrey restarts"
+	"$GREYLISTCTL" load --db="$D/other3" --from-postgrey="$dir/db" > "$D/out" 2> "$D/err"
+	expect "a running postgrey: load refuses (exit 1)" 1 $?
+	expect_grep "and says why" "postgrey.lock: postgrey runs \(it holds the lock\): stop it first" "$D/err"
+	check "and writes nothing" test ! -s "$D/other3"
+	# a sender holding "/": postgrey's key cannot be split for sure
+	pg_q $(( $(date +%s) + 86400 )) 192.0.2.77 "odd/local@x.example" r1@dest.example | pg_ask "$dir" > /dev/null
+	pg_stop
+	"$GREYLISTCTL" load --db="$D/slash" --from-postgrey="$dir/db" > "$D/out" 2> "$D/err"
+	expect "an ambiguous key: exit 1" 1 $?
+	expect_grep "it is said, never guessed" 'odd/local@x.example/r1@dest.example: not imported: a "/" in its sender or recipient' "$D/err"
+	expect_grep "and the rest is imported" '; [0-9]+ records loaded, 1 of postgrey.s not imported$' "$D/out"
+	mkdir -p "$D/nobin"
+	PATH=$D/nobin "$GREYLISTCTL" load --db="$D/other4" --from-postgrey="$dir/db" > "$D/out" 2> "$D/err"
+	expect "without db5.3_dump: exit 1" 1 $?
+	expect_grep "and it says what to install" "db5.3_dump not found: install Debian's db5.3-util" "$D/err"
+
+	# records postgrey would not write, put in with db5.3_load: each is
+	# said and counted, the good one imported
+	newdir pgimport-bad
+	printf '%s\n' '192.0.2.0/a@b.example/c@d.example' "$(( $(date +%s) - 900 )),$(( $(date +%s) - 10 ))" \
+		'192.0.2.0/e@b.example/c@d.example' 'x,y' '192.0.2.0/nul\00@b.example/c@d.example' '1,2' \
+		'300.1.2.0/a@b.example/c@d.example' '1,2' '192.0.2.0/bounce-123@b.example/c@d.example' '1,2' \
+		'192.0.2.0/f@b.example/c@d.example' '5,3' \
+		| db5.3_load -T -t btree "$D/postgrey.db"
+	"$GREYLISTCTL" load --db="$D/db" --from-postgrey="$D" > "$D/out" 2> "$D/err"
+	expect "records of no postgrey shape: exit 1" 1 $?
+	expect "each is said with its key and why" \
+		"192.0.2.0/bounce-123@b.example/c@d.example: not imported: the sender is not normalised as greylistd stores it|192.0.2.0/e@b.example/c@d.example: not imported: its value is not FIRST,LAST|192.0.2.0/f@b.example/c@d.example: not imported: its value is not FIRST,LAST|192.0.2.0/nul: not imported: a NUL byte or a newline, which no request holds|300.1.2.0/a@b.example/c@d.example: not imported: its network is not an IP address" \
+		"$(sed "s|^greylistctl: $D/postgrey.db: ||" "$D/err" | paste -sd'|')"
+	expect "counted, and the good record imported" \
+		"postgrey $D: 1 triplets (1 passed, 0 pending), 0 clients (0 in greylistd's keys); 1 records loaded, 5 of postgrey's not imported" \
+		"$(cat "$D/out")"
+	expect "it is in the database" 1 "$("$GREYLISTCTL" dump --db="$D/db" | grep -c '^T .* 192.0.2.0 a@b.example c@d.example$')"
+
+	newdir pgimport-privacy
+	pg_start "$D/pg" --privacy || fail "postgrey --privacy runs"
+	pg_q "$(date +%s)" 192.0.2.1 a@b.example c@dest.example | pg_ask "$D/pg" > /dev/null
+	pg_stop
+	"$GREYLISTCTL" load --db="$D/db" --from-postgrey="$D/pg/db" > "$D/out" 2> "$D/err"
+	expect "postgrey --privacy: exit 1" 1 $?
+	expect_grep "its digests cannot be turned back: said" "the keys are SHA-1 digests \(postgrey ran with --privacy\): no triplet or client can be recovered from them; nothing imported" "$D/err"
+	check "and nothing is written" test ! -s "$D/db"
+	"$GREYLISTCTL" load --db="$D/db" --from-postgrey="$D/none" > "$D/out" 2> "$D/err"
+	expect "a directory without postgrey.db: exit 1" 1 $?
+}

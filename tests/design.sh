@@ -4,7 +4,7 @@
 # (group design).
 
 # The sources of the two programs.
-DESIGN_SOURCES="greylistd.c greylistctl.c report.c explain.c config.c log.c triplet.c rule.c whitelist.c db.c"
+DESIGN_SOURCES="greylistd.c greylistctl.c report.c explain.c postgrey.c config.c log.c triplet.c rule.c whitelist.c db.c"
 
 # design_sections - "START END HEADING" for each section of greylistd.c:
 # a "/*" line, then " * Heading." (the file's own sections, after the
