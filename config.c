@@ -682,7 +682,8 @@ void config_check(void)
 			     " --delay (%llds)", cfg.max_age, cfg.delay);
 	if (!*cfg.db_path)
 		config_error("--db: empty path");
-	if (strcmp(cfg.defer_at, "rcpt") != 0 && strcmp(cfg.defer_at, "data"))
+	if (strcmp(cfg.defer_at, "rcpt") != 0
+	    && strcmp(cfg.defer_at, "data") != 0)
 		config_error("--defer-at=%.40s: use rcpt or data", cfg.defer_at);
 	/* the milter and Exim's protocols answer at RCPT, as they always
 	 * have: one configuration file may serve all of them */

@@ -150,7 +150,7 @@ static int dump_end(struct pg_import *p, int ok)
 	int status = 0;
 
 	if (p->in)
-		fclose(p->in);	/* read only: nothing to lose */
+		(void)fclose(p->in);	/* read only: nothing to lose */
 	p->in = NULL;
 	while (p->pid > 0 && waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
 		;
@@ -327,7 +327,8 @@ static const char *pg_net(struct pg_import *p, char *key, char **rest)
 	n = family == AF_INET ? 4 : 16;
 	memcpy(m, a, n);
 	mask_bits(m, n, family == AF_INET ? cfg.ipv4cidr : cfg.ipv6cidr);
-	if (cfg.lookup_by_host && (!len || strcmp(len, n == 4 ? "32" : "128")))
+	if (cfg.lookup_by_host
+	    && (!len || strcmp(len, n == 4 ? "32" : "128") != 0))
 		return "not a key of --lookup-by-host (ADDRESS/32 or /128): give"
 			" the options postgrey ran with";
 	if (!cfg.lookup_by_host && memcmp(m, a, n) != 0)
@@ -343,7 +344,7 @@ static const char *pg_triplet(struct pg_import *p, struct pg_record *r)
 {
 	char *rest, *slash;
 	const char *why;
-	long long first, last;
+	long long first = 0, last = 0;
 
 	if ((why = pg_net(p, p->key, &rest)))
 		return why;
@@ -371,7 +372,7 @@ static const char *pg_client(struct pg_import *p)
 {
 	static struct triplet t;
 	struct pg_client *c;
-	long long count, last;
+	long long count = 0, last = 0;
 
 	if (client_net(p->key, &t) != 0)
 		return "not an IP address";

@@ -566,7 +566,7 @@ t_install() {
 	missing=
 	for o in check stats dump load expire repair report explain maintain; do
 		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
-		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\):.*/\1/p'); do
+		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(dump\|expire\|maintain\|report\|explain\|load\):.*/\1/p'); do
 			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
 		done
 	done
@@ -616,6 +616,19 @@ t_valgrind() {
 	vg "expire" "$GREYLISTCTL" expire --db="$D/db" < /dev/null
 	vg "report" "$GREYLISTCTL" report --db="$D/db" "$D/log" < /dev/null
 	vg "check" "$GREYLISTCTL" check --whitelist="$D/wl" < /dev/null
+	vg "explain" "$GREYLISTCTL" explain --db="$D/db" --whitelist="$D/wl" \
+		--client-address=192.0.2.10 --sender=alice@example.com --recipient=bob@example.net < /dev/null
+	{ req instance=d recipient=a@x.example; req instance=d protocol_state=DATA recipient=; } > "$D/in4"
+	vg "--defer-at=data" "$GREYLISTD" --db="$D/db3" --log-file="$D/log" --defer-at=data < "$D/in4"
+	vg "--learn" "$GREYLISTD" --db="$D/db3" --log-file="$D/log" --learn < "$D/in1"
+	if command -v db5.3_load >/dev/null; then
+		mkdir -p "$D/pg"
+		printf '%s\n' '192.0.2.0/a@b.example/c@d.example' '1796150005,1796150405' \
+			'192.0.2.0/e/f@b.example/c@d.example' '1,2' | db5.3_load -T -t btree "$D/pg/postgrey.db"
+		printf '%s\n' '192.0.2.10' '1,1796150405' '2001:DB8:1:0:0:0:0:10' '2,1796150405' \
+			| db5.3_load -T -t btree "$D/pg/postgrey_clients.db"
+		vg "load --from-postgrey" "$GREYLISTCTL" load --db="$D/db4" --from-postgrey="$D/pg" < /dev/null
+	fi
 }
 
 # --- static analysis ----------------------------------------------------------
