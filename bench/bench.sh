@@ -118,6 +118,9 @@ if [ -z "${GREYLISTD:-}" ]; then
 fi
 [ -x "$GREYLISTD" ] || die "GREYLISTD=$GREYLISTD is not an executable"
 GREYLISTD=$(cd "$(dirname "$GREYLISTD")" && pwd)/$(basename "$GREYLISTD")
+# the operator's program, for check and expire: next to the helper
+GREYLISTCTL=${GREYLISTCTL:-$(dirname "$GREYLISTD")/greylistctl}
+[ -x "$GREYLISTCTL" ] || die "GREYLISTCTL=$GREYLISTCTL is not an executable"
 C=$W/client
 
 # greylistd as shipped: with the repository's whitelist (postgrey reads
