@@ -57,15 +57,15 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 174-420	Reading requests: bounded lines, attributes
- *	  lines 421-503	The request: attributes to triplet, whitelist, store
- *	  lines 504-750	Answering: the reply, the decision log line, held deferrals
- *	  lines 751-1118	The milter protocol: packets, macros, replies
- *	  lines 1119-1225	Debian greylistd's protocol: one line, one word
+ *	  lines 177-423	Reading requests: bounded lines, attributes
+ *	  lines 424-506	The request: attributes to triplet, whitelist, store
+ *	  lines 507-753	Answering: the reply, the decision log line, held deferrals
+ *	  lines 754-1121	The milter protocol: packets, macros, replies
+ *	  lines 1122-1228	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_match, wl_client, wl_recipient) and
  *	db.c (the look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1226-1439 (serving,
+ *	Only the admin's files reach, here: lines 1229-1442 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -124,6 +124,9 @@
  *	      recipient whitelist | client AWL, ...
  *	  action=pass, reason=fail-open (WHY), ...	(internal fault)
  *	  action=pass, reason=bad request (WHY), ...
+ *	  action=pass, reason=learning (would greylist: new), ...	(--learn)
+ *	  action=greylist, reason=defer-at-data (1 of 3 recipients
+ *	      greylisted), ... (--defer-at=data; no recipient=)
  *	Every other line starts with "whitelisted: " (postgrey's line when a
  *	client joins the auto-whitelist: whitelisted: NAME[ADDR]), "info: ",
  *	"warning: " or "error: "; greylistctl's lines too. Every value from

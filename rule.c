@@ -231,13 +231,17 @@ const struct verdict_info verdicts[] = {
 const char *verdict_reason(const struct outcome *o, char *buf, size_t size)
 {
 	enum verdict v = o->v == V_LEARN ? o->learned : o->v;
+	const char *r = verdicts[v].reason ? verdicts[v].reason : o->why;
 	char early[64];
 
-	snprintf(early, sizeof(early), "early-retry (%llds missing)",
-		 o->seconds);
-	snprintf(buf, size, "%s%s%s", o->v == V_LEARN ? "learning (would"
-		 " greylist: " : "", v == V_EARLY ? early : verdicts[v].reason
-		 ? verdicts[v].reason : o->why, o->v == V_LEARN ? ")" : "");
+	if (v == V_EARLY)
+		snprintf(early, sizeof(early), "early-retry (%llds missing)",
+			 o->seconds);
+	if (o->v == V_LEARN)
+		snprintf(buf, size, "learning (would greylist: %s)",
+			 v == V_EARLY ? early : r);
+	else
+		snprintf(buf, size, "%s", v == V_EARLY ? early : r);
 	return buf;
 }
 
