@@ -68,7 +68,7 @@ ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 	     nettle-dev libhiredis-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
-	     dnsmasq-base postgrey m4 \
+	     dnsmasq-base postgrey db5.3-util m4 \
 	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
 	     valgrind man-db perl redis-server redis-tools debootstrap git \
 	     python3 python3-prometheus-client chromium $(FUZZ_DEPS)
@@ -85,8 +85,9 @@ greylistd: greylistd.o $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ greylistd.o $(SHARED) \
 		$(LDLIBS)
 
-# greylistctl's own modules: the commands, stats, the report and its page
-CTL_OBJS = greylistctl.o stats.o report.o html.o
+# greylistctl's own modules: the commands, stats, the report and its page,
+# explain, the import of postgrey's database
+CTL_OBJS = greylistctl.o stats.o report.o html.o explain.o postgrey.o
 
 greylistctl: $(CTL_OBJS) $(SHARED)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CTL_OBJS) \

@@ -49,6 +49,7 @@ struct config cfg = {
 	.greylist_text = "Greylisted, please try again in %s seconds",
 	.header = "X-Greylist: delayed %t seconds by greylistd-%v at %h; %d",
 	.awl = 5,
+	.defer_at = "rcpt",
 	.wait = 60,
 };
 
@@ -95,6 +96,11 @@ static const struct option_spec options[] = {
 	  &cfg.whitelists, "postgrey's recipient whitelist file, repeatable" },
 	{ "auto-whitelist-clients", OPT_NUMBER, 0, 1000000, 0, &cfg.awl,
 	  "passes after which a client is no longer greylisted (5; 0: off)" },
+	{ "learn", OPT_FLAG, 0, 1, 0, &cfg.learn,
+	  "learn before enforcing: record triplets as passed, answer DUNNO" },
+	{ "defer-at", OPT_STRING, 0, 0, 0, &cfg.defer_at,
+	  "rcpt: defer each new recipient; data: defer the whole message at"
+	  " DATA (Postfix policy protocol)" },
 	{ "privacy", OPT_FLAG, 0, 1, 0, &cfg.privacy,
 	  "store keys as HMAC-SHA-256 digests, not addresses" },
 	{ "exim", OPT_FLAG, 0, 1, 0, &cfg.exim,
@@ -277,8 +283,9 @@ struct source {
 static const char *where(const struct source *src, char *buf, size_t size)
 {
 	if (!src->file)
-		return "";
-	snprintf(buf, size, "%s:%u: ", src->file, src->line);
+		buf[0] = 0;	/* callers also use buf itself */
+	else
+		snprintf(buf, size, "%s:%u: ", src->file, src->line);
 	return buf;
 }
 
@@ -697,6 +704,13 @@ void config_check(void)
 			     " --delay (%llds)", cfg.max_age, cfg.delay);
 	if (!*cfg.db_path)
 		config_error("--db: empty path");
+	if (strcmp(cfg.defer_at, "rcpt") != 0
+	    && strcmp(cfg.defer_at, "data") != 0)
+		config_error("--defer-at=%.40s: use rcpt or data", cfg.defer_at);
+	/* the milter and Exim's protocols answer at RCPT, as they always
+	 * have: one configuration file may serve all of them */
+	cfg.defer_at_data = strcmp(cfg.defer_at, "data") == 0 && !cfg.milter
+		&& !cfg.greylistd_protocol && !cfg.exim;
 	if (cfg.milter + cfg.greylistd_protocol + cfg.exim > 1)
 		config_error("--milter, --greylistd-protocol and --exim are"
 			     " three protocols: choose one");

@@ -153,6 +153,9 @@ struct config {
 	const char *log_file;
 	struct wl_list whitelists;
 	long long awl;
+	long long learn;
+	const char *defer_at;		/* "rcpt" or "data" */
+	long long defer_at_data;	/* "data", for the policy protocol */
 	long long privacy;
 	long long exim;
 	long long milter;
@@ -304,7 +307,7 @@ const long long *client_record(datum d, long long *rec);
 
 enum verdict {
 	V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_WL_CLIENT, V_WL_RCPT,
-	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST,
+	V_FAIL_OPEN, V_NOT_RCPT, V_BAD_REQUEST, V_LEARN, V_DATA,
 };
 
 struct outcome {
@@ -313,11 +316,23 @@ struct outcome {
 	int store_t, store_c;		/* the records below must be written */
 	long long t[T_FIELDS], c[C_FIELDS];
 	int awl_new;			/* the client just became whitelisted */
+	enum verdict learned;		/* V_LEARN: what enforcing would say */
 	char why[200];			/* fail-open or bad-request reason */
 };
 
+/* How each verdict is answered and logged: the words of postgrey's
+ * decision lines, which greylistd logs and greylistctl explain shows. */
+struct verdict_info {
+	const char *action;		/* log: action=... (NULL: not logged) */
+	const char *reason;		/* log: reason=... (NULL: verdict_reason) */
+	int defer;			/* answered with --greylist-action */
+	int log_prio;
+};
+extern const struct verdict_info verdicts[];
+
 void decide(const long long *t, const long long *c, long long now,
 	    struct outcome *o);
+const char *verdict_reason(const struct outcome *o, char *buf, size_t size);
 void fail_open(struct outcome *o, const char *why);
 long long record_end(datum key, datum value);
 int expired(datum key, datum value, long long now);
@@ -342,7 +357,7 @@ struct wl_entry {
 	int family;			/* WL_NET: AF_INET or AF_INET6 */
 	unsigned char net[16];		/* WL_NET: masked address */
 	long long bits;			/* WL_NET: prefix length */
-	const char *text;		/* lower-cased value, or the regex */
+	const char *text;		/* lower-cased value, or the /regex/ */
 	void *re;			/* regex: compiled (pcre2_code) */
 	const char *file;
 	unsigned line;
@@ -372,6 +387,9 @@ const struct wl_entry *wl_client(const struct wl_set *set, int family,
 				 const unsigned char *a, const char *name);
 const struct wl_entry *wl_recipient(const struct wl_set *set,
 				    const char *rcpt);
+const struct wl_entry *wl_match(const struct wl_set *set,
+				const struct triplet *t, const char *name,
+				enum verdict *v);
 
 /*
  * The database (db.c).

@@ -10,13 +10,16 @@
  *	stats		the database's figures, one key=value per line, or
  *			in the OpenMetrics text format (stats.c)
  *	dump		every record as a line of text, sorted (a backup)
- *	load		read a dump from stdin into the database
+ *	load		read a dump from stdin into the database, or with
+ *			--from-postgrey=DIR postgrey's (postgrey.c)
  *	expire		delete what has outlived its use, now; reorganize the
  *			file when most of it has become free
  *	repair		recover a damaged file (GDBM's recovery), or move a
  *			file that cannot be recovered aside
  *	report		which mail did greylisting cost: postgreyreport's
  *			report, from a log on stdin (report.c)
+ *	explain		why a request gets its answer, and from when it
+ *			changes; writes nothing (explain.c)
  *	maintain	what a serving greylistd starts after an answer when
  *			maintenance is due: repair, log bad whitelist lines
  *			once per version, and the daily expiry
@@ -70,6 +73,7 @@
 static long long opt_raw, opt_recover, opt_if_due, opt_repair;
 static long long opt_openmetrics;
 static const char *opt_output;
+static const char *opt_from_postgrey;
 
 /* say - an operator command's complaint, to stderr */
 void say(const char *fmt, ...)
@@ -860,6 +864,7 @@ struct loader {
 	unsigned long line;
 	size_t loaded, bad;
 	struct batch keys, vals;
+	struct pg_import *pg;		/* --from-postgrey, or NULL: stdin */
 };
 
 /* unescape - a dump field back into bytes ("<>" is empty); -1 if bad */
@@ -1052,18 +1057,46 @@ static int load_number(const char *s, long long *v)
 		? -1 : 0;
 }
 
-/* load_fields - the numbers and parts of a T or C line into a key and a
- * value, checked as the server would check them. A plain record goes
+/* load_record - a T or C record's numbers and parts into a key and a
+ * value, checked as the server would have made them. A plain record goes
  * into a hashed file as a digest under its secret. */
+static const char *load_record(struct loader *l, char kind, const long long *f,
+			       const char *const *parts, size_t np, datum *k,
+			       datum *v)
+{
+	static char key[MAX_KEY], val[MAX_RECORD];
+	size_t plain = kind == 'T' ? 3 : 1, i;
+	int digest = np == 1 && is_digest(parts[0], strlen(parts[0]));
+	long long scratch[T_FIELDS];
+	const char *why;
+
+	if (np != plain && !digest)
+		return "wrong number of fields";
+	if (digest && !l->dump.hashed)
+		return "a digest in a dump of plain keys";
+	for (i = 0; !digest && i < np; i++)
+		if ((why = check_part(kind, i, parts[i])))
+			return why;
+	if (record_key(kind, parts, np, digest ? NULL : &l->file, key,
+		       sizeof(key), k) != 0)
+		return "too long";
+	*v = record_encode(val, sizeof(val), f, kind == 'T' ? T_FIELDS
+			   : C_FIELDS);
+	if (kind == 'T' && !triplet_record(*v, scratch))
+		return "times out of order";
+	return NULL;
+}
+
+/* load_fields - the numbers and parts of a T or C line into a key and a
+ * value (load_record) */
 static const char *load_fields(struct loader *l, char kind, char **w,
 			       size_t nw, datum *k, datum *v)
 {
-	static char part[3][MAX_LINE * 4 + 1], key[MAX_KEY], val[MAX_RECORD];
+	static char part[3][MAX_LINE * 4 + 1];
 	int nf = kind == 'T' ? T_FIELDS : C_FIELDS, count;
 	size_t plain = kind == 'T' ? 3 : 1, np = nw - 1 - (size_t)nf, i, len = 0;
-	long long f[T_FIELDS], scratch[T_FIELDS];
-	const char *parts[3], *why;
-	int digest;
+	long long f[T_FIELDS];
+	const char *parts[3];
 
 	if (nw < 2 + (size_t)nf || (np != plain && np != 1))
 		return "wrong number of fields";
@@ -1080,21 +1113,9 @@ static const char *load_fields(struct loader *l, char kind, char **w,
 			return "bad escape, newline or NUL in a field";
 		parts[i] = part[i];
 	}
-	digest = np == 1 && is_digest(part[0], len);
-	if (np != plain && !digest)
+	if (np != plain && !(np == 1 && is_digest(part[0], len)))
 		return "wrong number of fields";
-	if (digest && !l->dump.hashed)
-		return "a digest in a dump of plain keys";
-	for (i = 0; !digest && i < np; i++)
-		if ((why = check_part(kind, i, parts[i])))
-			return why;
-	if (record_key(kind, parts, np, digest ? NULL : &l->file, key,
-		       sizeof(key), k) != 0)
-		return "too long";
-	*v = record_encode(val, sizeof(val), f, nf);
-	if (kind == 'T' && !triplet_record(*v, scratch))
-		return "times out of order";
-	return NULL;
+	return load_record(l, kind, f, parts, np, k, v);
 }
 
 /* split - the line's space-separated words, at most max (then -1) */
@@ -1150,8 +1171,34 @@ static const char *load_line(struct loader *l, char *line, int *fatal)
 	return NULL;
 }
 
-/* load_read - parse up to LOAD_BATCH records of stdin; 1 at the end of
- * the input, -1 on a fatal error */
+/* load_postgrey - the next record of postgrey's into the batch: 0, 1
+ * at the end, -1 on a fatal error (said) */
+static int load_postgrey(struct loader *l)
+{
+	struct pg_record r;
+	const char *why;
+	datum k, v;
+	int rc = pg_next(l->pg, &r);
+
+	if (rc <= 0)
+		return rc == 0 ? 1 : -1;
+	if (!l->dump_known && (why = settle_kinds(l))) {
+		say("%s", why);
+		return -1;
+	}
+	if ((why = load_record(l, r.kind, r.f, r.part, r.nparts, &k, &v))) {
+		pg_bad(l->pg, why);
+		return 0;
+	}
+	if (batch_add(&l->keys, k) != 0 || batch_add(&l->vals, v) != 0) {
+		say("out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* load_read - parse up to LOAD_BATCH records of stdin (or of postgrey's
+ * database); 1 at the end of the input, -1 on a fatal error */
 static int load_read(struct loader *l)
 {
 	static char line[MAX_DUMP_LINE + 2];
@@ -1160,6 +1207,10 @@ static int load_read(struct loader *l)
 	int c, fatal = 0;
 
 	while (l->keys.n < LOAD_BATCH) {
+		if (l->pg && (c = load_postgrey(l)) != 0)
+			return c;
+		if (l->pg)
+			continue;
 		if (!fgets(line, sizeof(line), stdin)) {
 			if (!ferror(stdin))
 				return 1;
@@ -1293,15 +1344,18 @@ static int load_file_kind(struct loader *l)
 	return rc;
 }
 
-/* cmd_load - read a dump from stdin into the database (new or not); a
- * record replaces one with the same key. Bad lines are reported and
- * skipped, and make the exit status 1. A serving database keeps
- * answering meanwhile. */
+/* cmd_load - read a dump from stdin (or, --from-postgrey, postgrey's
+ * database: postgrey.c) into the database (new or not); a record
+ * replaces one with the same key. Bad lines are reported and skipped,
+ * and make the exit status 1. A serving database keeps answering
+ * meanwhile. */
 static int cmd_load(void)
 {
 	static struct loader l = { .version = 2 };
 	int end = 0, rc = load_file_kind(&l);
 
+	if (rc == 0 && opt_from_postgrey && !(l.pg = pg_open(opt_from_postgrey)))
+		rc = -1;
 	if (rc == 0 && !redis_in_use())
 		rc = own_new_file(cfg.db_path);
 	while (rc == 0 && !end) {
@@ -1314,7 +1368,10 @@ static int cmd_load(void)
 		batch_free(&l.keys);
 		batch_free(&l.vals);
 	}
-	printf("%zu records loaded, %zu bad lines\n", l.loaded, l.bad);
+	if (l.pg && pg_close(l.pg, l.loaded) != 0)
+		rc = -1;
+	else if (!l.pg && !opt_from_postgrey)
+		printf("%zu records loaded, %zu bad lines\n", l.loaded, l.bad);
 	return rc || l.bad || flush_stdout() ? 1 : 0;
 }
 
@@ -1914,6 +1971,11 @@ static const struct option_spec expire_options[] = {
 	{ "if-due", OPT_FLAG, 0, 1, 0, &opt_if_due,
 	  "expire: only when today's expiry is due" },
 };
+static const struct option_spec load_options[] = {
+	{ "from-postgrey", OPT_STRING, 0, 0, 0, &opt_from_postgrey,
+	  "load: postgrey's database, from its --dbdir (run with the options"
+	  " postgrey ran with)" },
+};
 static const struct option_spec maintain_options[] = {
 	{ "repair", OPT_FLAG, 0, 1, 0, &opt_repair,
 	  "maintain: the server found the file damaged" },
@@ -1930,12 +1992,15 @@ static const struct {
 	  "test the configuration, the whitelists and the database" },
 	{ "stats", cmd_stats, stats_options, 2, "the database's figures" },
 	{ "dump", cmd_dump, dump_options, 2, "every record, as text (sorted)" },
-	{ "load", cmd_load, NULL, 0, "read a dump from stdin into the database" },
+	{ "load", cmd_load, load_options, 1,
+	  "read a dump from stdin (or postgrey's database) into the database" },
 	{ "expire", cmd_expire, expire_options, 1,
 	  "delete what has outlived its use; reorganize when it pays" },
 	{ "repair", cmd_repair, NULL, 0, "recover a damaged database" },
 	{ "report", NULL, NULL, 0,
 	  "triplets deferred and never retried, from a log (postgreyreport)" },
+	{ "explain", cmd_explain, explain_options, NEXPLAIN_OPTIONS,
+	  "why a request gets its answer, and from when it changes" },
 	{ "maintain", cmd_maintain, maintain_options, 1,
 	  "what greylistd starts when maintenance is due" },
 };

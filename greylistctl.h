@@ -92,4 +92,22 @@ extern const struct option_spec report_options[];
 extern const size_t nreport_options;
 int cmd_report(const char *const *files, int nfiles);
 
+/* postgrey.c: postgrey's database, record by record, for load */
+struct pg_record {
+	char kind;			/* 'T' or 'C' */
+	long long f[T_FIELDS];
+	const char *part[3];
+	size_t nparts;
+};
+struct pg_import;
+struct pg_import *pg_open(const char *dir);
+int pg_next(struct pg_import *p, struct pg_record *r);
+void pg_bad(struct pg_import *p, const char *why);
+int pg_close(struct pg_import *p, size_t loaded);
+
+/* explain.c */
+#define NEXPLAIN_OPTIONS 4
+extern const struct option_spec explain_options[NEXPLAIN_OPTIONS];
+int cmd_explain(void);
+
 #endif

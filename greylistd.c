@@ -34,7 +34,11 @@
  *	after --delay and within --retry-window passes, and so does every
  *	later message of that triplet until it has been idle for --max-age.
  *	Whitelisted clients and recipients pass without a look-up; clients
- *	that have passed often enough (auto-whitelist) pass too.
+ *	that have passed often enough (auto-whitelist) pass too. With
+ *	--learn nothing is deferred: what would be is answered DUNNO and its
+ *	triplet recorded as passed (rule.c). With --defer-at=data a RCPT
+ *	deferral is held, per message, in the connection (struct held), and
+ *	the message's DATA request deferred instead (at_data()).
  *
  *	This file is the helper and only the helper: the request reader, the
  *	answer, the decision log, the serving loop. What it shares with the
@@ -53,15 +57,15 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 170-404	Reading requests: bounded lines, attributes
- *	  lines 405-506	The request: attributes to triplet, whitelist, store
- *	  lines 507-719	Answering: the reply, the decision log line
- *	  lines 720-1094	The milter protocol: packets, macros, replies
- *	  lines 1095-1203	Debian greylistd's protocol: one line, one word
+ *	  lines 177-423	Reading requests: bounded lines, attributes
+ *	  lines 424-509	The request: attributes to triplet, whitelist, store
+ *	  lines 510-756	Answering: the reply, the decision log line, held deferrals
+ *	  lines 757-1131	The milter protocol: packets, macros, replies
+ *	  lines 1132-1240	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
- *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
- *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1204-1417 (serving,
+ *	whitelist.c (matching only: wl_match, wl_client, wl_recipient) and
+ *	db.c (the look-up; the file's contents are checked as untrusted too).
+ *	Only the admin's files reach, here: lines 1241-1454 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -120,6 +124,9 @@
  *	      recipient whitelist | client AWL, ...
  *	  action=pass, reason=fail-open (WHY), ...	(internal fault)
  *	  action=pass, reason=bad request (WHY), ...
+ *	  action=pass, reason=learning (would greylist: new), ...	(--learn)
+ *	  action=greylist, reason=defer-at-data (1 of 3 recipients
+ *	      greylisted), ... (--defer-at=data; no recipient=)
  *	Every other line starts with "whitelisted: " (postgrey's line when a
  *	client joins the auto-whitelist: whitelisted: NAME[ADDR]), "info: ",
  *	"warning: " or "error: "; greylistctl's lines too. Every value from
@@ -186,6 +193,17 @@ struct request {
 	const char *attr[A_COUNT];	/* NULL when absent */
 };
 
+/* --defer-at=data: the message whose deferrals are held until its DATA
+ * request (Postfix's instance names it), and its recipients. */
+struct held {
+	char instance[MAX_LINE + 1];
+	unsigned rcpts, deferred;
+	long long seconds;		/* the longest wait of its deferrals */
+	int data_seen, warned;		/* on this connection */
+	struct request data;		/* the DATA request being answered */
+	char rcpt[MAX_LINE + 1];	/* its first deferred recipient, for %r */
+};
+
 /* The connection: input is kept in one fixed buffer. A request is
  * parsed only once it is complete (ended by an empty line), so the
  * buffer may be compacted while a request is still arriving. */
@@ -197,6 +215,7 @@ struct conn {
 	size_t end;			/* bytes in buf */
 	char buf[MAX_REQUEST];
 	char instance[MAX_LINE];	/* message that last got a header */
+	struct held held;
 };
 
 enum read_status { RD_OK, RD_EOF, RD_IDLE, RD_VIOLATION, RD_IOERR };
@@ -441,21 +460,6 @@ static void bad_request(struct outcome *o, const char *why)
 	snprintf(o->why, sizeof(o->why), "bad request (%s)", why);
 }
 
-/* whitelisted - the whitelist verdict for a request, or V_NEW when no
- * entry applies. Names are matched only when Postfix verified them
- * (client_name is "unknown" otherwise). */
-static enum verdict whitelisted(const struct triplet *t, const char *name)
-{
-	char lname[MAX_LINE + 1];
-
-	lower(lname, name && strcmp(name, "unknown") != 0 ? name : "");
-	if (wl_client(&whitelists, t->family, t->bin, lname))
-		return V_WL_CLIENT;
-	if (wl_recipient(&whitelists, t->recipient))
-		return V_WL_RCPT;
-	return V_NEW;
-}
-
 /* missing - the first attribute a triplet needs that the request lacks */
 static const char *missing(const struct request *r)
 {
@@ -491,8 +495,7 @@ static void policy(const struct request *r, struct outcome *o)
 		bad_request(o, "client_address is not an IP address");
 		return;
 	}
-	o->v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
-	if (o->v != V_NEW)
+	if (wl_match(&whitelists, &t, r->attr[A_CLIENT_NAME], &o->v))
 		return;
 	if (redis_in_use())
 		redis_greylist(&t, o);
@@ -507,25 +510,6 @@ static void policy(const struct request *r, struct outcome *o)
 /*
  * Answering.
  */
-
-/* How each verdict is answered and logged. */
-static const struct {
-	const char *action;		/* log: action=... */
-	const char *reason;		/* log: reason=... (NULL: see code) */
-	int defer;			/* reply with --greylist-action */
-	int log_prio;
-} verdicts[] = {
-	[V_NEW] = { "greylist", "new", 1, LOG_INFO },
-	[V_EARLY] = { "greylist", NULL, 1, LOG_INFO },
-	[V_PASS_FIRST] = { "pass", "triplet found", 0, LOG_INFO },
-	[V_PASS] = { "pass", "triplet found", 0, LOG_INFO },
-	[V_AWL] = { "pass", "client AWL", 0, LOG_INFO },
-	[V_WL_CLIENT] = { "pass", "client whitelist", 0, LOG_INFO },
-	[V_WL_RCPT] = { "pass", "recipient whitelist", 0, LOG_INFO },
-	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
-	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
-	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
-};
 
 /* expand - copy a template, replacing %X by vals[X] (%% is "%"); the
  * templates were checked at start-up (config_check) */
@@ -659,12 +643,7 @@ static void log_decision(const struct request *r, const struct outcome *o)
 
 	if (!verdicts[o->v].action)
 		return;
-	if (o->v == V_EARLY)
-		snprintf(reason, sizeof(reason), "early-retry (%llds missing)",
-			 o->seconds);
-	else
-		snprintf(reason, sizeof(reason), "%s", verdicts[o->v].reason
-			 ? verdicts[o->v].reason : o->why);
+	verdict_reason(o, reason, sizeof(reason));
 	l.n = l.nf = 0;
 	l.sep = "";
 	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {
@@ -698,16 +677,74 @@ static void judge(const struct request *r, struct outcome *o)
 	log_decision(r, o);
 }
 
+/* held_new - a new message: the last one's held deferrals are dropped.
+ * Had they met no DATA request, and none has come on this connection,
+ * the admin is told once: without check_policy_service in
+ * smtpd_data_restrictions, --defer-at=data defers nothing. */
+static void held_new(struct held *h, const char *inst)
+{
+	if (h->deferred && !h->data_seen && !h->warned++)
+		msg_warn("defer-at = data: a message's %u deferred recipients met"
+			 " no DATA request, and none has come on this connection:"
+			 " check_policy_service must be in smtpd_data_restrictions"
+			 " too (said once per connection)", h->deferred);
+	memcpy(h->instance, inst, strlen(inst) + 1);
+	h->rcpts = h->deferred = 0;
+	h->seconds = 0;
+}
+
+/* at_data - --defer-at=data: a RCPT request's deferral is held for its
+ * message and answered DUNNO (NULL). The message's DATA request is
+ * deferred when any of its recipients was, and logged; the request
+ * returned names the first deferred recipient, for %r. */
+static const struct request *at_data(struct conn *c, const struct request *r,
+				     struct outcome *o)
+{
+	struct held *h = &c->held;
+	const char *state = r->attr[A_PROTOCOL_STATE];
+	int data = state && strcmp(state, "DATA") == 0;
+
+	if (strcmp(h->instance, r->attr[A_INSTANCE]) != 0)
+		held_new(h, r->attr[A_INSTANCE]);
+	h->data_seen |= data;
+	if (data && h->deferred) {
+		h->data = *r;
+		h->data.attr[A_RECIPIENT] = NULL;
+		o->v = V_DATA;
+		o->seconds = h->seconds;
+		snprintf(o->why, sizeof(o->why), "defer-at-data (%u of %u"
+			 " recipients greylisted)", h->deferred, h->rcpts);
+		log_decision(&h->data, o);
+		h->data.attr[A_RECIPIENT] = h->rcpt;
+		h->deferred = 0;
+		return &h->data;
+	}
+	if (data || o->v == V_NOT_RCPT)
+		return r;
+	h->rcpts++;
+	if (!verdicts[o->v].defer)
+		return r;
+	if (!h->deferred++)
+		memcpy(h->rcpt, r->attr[A_RECIPIENT],
+		       strlen(r->attr[A_RECIPIENT]) + 1);
+	if (o->seconds > h->seconds)
+		h->seconds = o->seconds;
+	return NULL;
+}
+
 /* answer - decide, log and answer one policy request; -1 if the answer
  * could not be sent */
 static int answer(struct conn *c, const struct request *r)
 {
+	static const char dunno[] = "action=DUNNO\n\n";
 	char reply[MAX_REPLY];
 	const char *inst = r->attr[A_INSTANCE];
 	struct outcome o;
 	int prepend = 0;
 
 	judge(r, &o);
+	if (cfg.defer_at_data && inst && !(r = at_data(c, r, &o)))
+		return write_all(c, dunno, sizeof(dunno) - 1);
 	if (o.v == V_PASS_FIRST && *cfg.header) {
 		prepend = !inst || strcmp(inst, c->instance) != 0;
 		if (inst)

@@ -201,28 +201,18 @@ const char *format_time(char *buf, size_t size, enum time_style style,
 			time_t t)
 {
 	struct tm tm;
-	size_t n = 0;
+	size_t n;
 
 	if (!(style == TS_UTC || style == TS_FILE ? gmtime_r(&t, &tm)
 	      : localtime_r(&t, &tm))) {
 		snprintf(buf, size, "-");
 		return buf;
 	}
-	/* one literal format per style: -Wformat-nonliteral checks them */
-	switch (style) {
-	case TS_LOG:
-		n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S%z", &tm);
-		break;
-	case TS_HEADER:
-		n = strftime(buf, size, "%a, %d %b %Y %H:%M:%S %z", &tm);
-		break;
-	case TS_UTC:
-		n = strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-		break;
-	case TS_FILE:
-		n = strftime(buf, size, "%Y%m%dT%H%M%SZ", &tm);
-		break;
-	}
+	/* a literal format per style: -Wformat-nonliteral checks them */
+	n = strftime(buf, size, style == TS_LOG ? "%Y-%m-%dT%H:%M:%S%z"
+		     : style == TS_HEADER ? "%a, %d %b %Y %H:%M:%S %z"
+		     : style == TS_UTC ? "%Y-%m-%dT%H:%M:%SZ"
+		     : "%Y%m%dT%H%M%SZ", &tm);
 	if (n == 0)
 		snprintf(buf, size, "-");
 	return buf;

@@ -97,6 +97,7 @@ struct seen {
 	char *addr, *name, *sender, *recipient;	/* as logged, for the report */
 	long long first, last, passed;	/* first defer, last try, first pass */
 	unsigned defers[2];		/* counted in greylistd's, Postfix's lines */
+	unsigned learned;		/* --learn: "would greylist" lines */
 };
 
 /* A message Postfix accepted: its client and sender, by queue id. */
@@ -166,7 +167,7 @@ static struct seen *seen_get(const char *key, const char *addr,
 }
 
 /* An event of the report's input. */
-enum event { EV_DEFER_GL, EV_DEFER_PF, EV_PASS };
+enum event { EV_DEFER_GL, EV_DEFER_PF, EV_PASS, EV_LEARN };
 
 /* note_event - count one defer or pass of a triplet at time t */
 static int note_event(enum event ev, long long t, const char *addr,
@@ -187,6 +188,10 @@ static int note_event(enum event ev, long long t, const char *addr,
 	if (ev == EV_PASS) {
 		if (!s->passed || t < s->passed)
 			s->passed = t;
+	} else if (ev == EV_LEARN) {
+		s->learned++;
+		if (!s->first || t < s->first)
+			s->first = t;
 	} else {
 		s->defers[ev == EV_DEFER_PF]++;
 		if (!s->first || t < s->first)
@@ -260,6 +265,9 @@ static int report_greylistd(const char *msg, long long t)
 
 	if ((a = strstr(msg, "action=greylist, reason=")))
 		ev = EV_DEFER_GL;
+	else if ((a = strstr(msg, "action=pass, reason=learning (would"
+			     " greylist: ")))
+		ev = EV_LEARN;
 	else if ((a = strstr(msg, "action=pass, reason=triplet found")))
 		ev = EV_PASS;
 	else
@@ -615,7 +623,8 @@ static void print_line(const struct seen *s)
 					   (time_t)s->first), sep);
 	if (show_tries)
 		printf("%u%s", s->defers[0] > s->defers[1] ? s->defers[0]
-		       : s->defers[1], sep);
+		       : s->defers[1] > s->learned ? s->defers[1] : s->learned,
+		       sep);
 	/* errors of these writes are seen once, by flush_stdout() */
 	print_escaped(s->addr, strlen(s->addr));
 	(void)fputs(sep, stdout);
@@ -662,7 +671,7 @@ static int wanted(const struct seen *s)
 
 /* The report's figures. */
 struct tally {
-	size_t deferred, passed, fatal, pending;
+	size_t deferred, passed, fatal, pending, would;
 	long long *delays;
 	struct seen **lost;
 	struct judged *judged;		/* each deferred triplet, for --html */
@@ -670,7 +679,8 @@ struct tally {
 
 /* classify - each deferred triplet: passed later (with its delay),
  * never retried within the window (the log reaches past it), or still
- * pending */
+ * pending; and each triplet a learning greylistd would have deferred
+ * (printed with the lost ones: mail that enforcing would have delayed) */
 static void classify(struct tally *t)
 {
 	long long w = window ? window : cfg.delay;
@@ -680,6 +690,10 @@ static void classify(struct tally *t)
 
 	for (i = 0; i < all.n; i++) {
 		s = all.s[i];
+		if (!s->defers[0] && !s->defers[1] && s->learned && wanted(s)) {
+			t->lost[t->fatal++] = s;
+			t->would++;
+		}
 		if ((!s->defers[0] && !s->defers[1]) || !wanted(s))
 			continue;	/* only seen passing, or left out */
 		fate = FATE_PENDING;
@@ -864,7 +878,7 @@ static int report_print(void)
 	struct tops tp = { 0 };
 	long long w = window ? window : cfg.delay;
 	char summary[200];
-	int rc = 0;
+	int rc = 0, n;
 
 	t.delays = calloc(all.n + 1, sizeof(*t.delays));
 	t.lost = calloc(all.n + 1, sizeof(struct seen *));
@@ -880,6 +894,9 @@ static int report_print(void)
 			      " recipient: deferred, not retried within %llds\n",
 			      show_time ? "first_deferred " : "",
 			      show_tries ? "deferrals " : "", w);
+		if (t.would)
+			(void)fputs("# and, from --learn's lines, those enforcing"
+				    " would have deferred\n", stderr);
 		print_lost(&t);
 		if (top && tops_make(&t, &tp) != 0) {
 			say("out of memory");
@@ -888,10 +905,14 @@ static int report_print(void)
 			print_tops(&tp);
 		}
 		tops_free(&tp);
-		snprintf(summary, sizeof(summary), "deferred=%zu passed_later=%zu"
-			 " never_retried=%zu pending=%zu median_delay=%llds",
-			 t.deferred, t.passed, t.fatal, t.pending, t.passed
-			 ? t.delays[t.passed / 2] : 0LL);
+		n = snprintf(summary, sizeof(summary), "deferred=%zu"
+			     " passed_later=%zu never_retried=%zu pending=%zu"
+			     " median_delay=%llds", t.deferred, t.passed,
+			     t.fatal - t.would, t.pending, t.passed
+			     ? t.delays[t.passed / 2] : 0LL);
+		if (t.would && n > 0 && (size_t)n < sizeof(summary))
+			snprintf(summary + n, sizeof(summary) - (size_t)n,
+				 " would_delay=%zu", t.would);
 		(void)fprintf(stderr, "# %s\n", summary);
 		if (html_path && report_page(&t, w, summary) != 0)
 			rc = -1;

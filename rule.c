@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 
 #include "greylist.h"
 
@@ -157,6 +158,19 @@ static void decide_triplet(const long long *t, long long now,
 	}
 }
 
+/* learn - --learn: a triplet the rule would defer is answered DUNNO and
+ * recorded as passed now, so that whoever wrote while greylistd learned
+ * is not delayed once it enforces. The client is not counted towards the
+ * auto-whitelist: that is earned by retrying, which learning cannot see
+ * (a spam bot that sent for five hours would be whitelisted). */
+static void learn(long long now, struct outcome *o)
+{
+	o->learned = o->v;
+	o->v = V_LEARN;
+	o->t[T_PASSED] = o->t[T_LAST] = now;
+	o->store_t = 1;
+}
+
 /* count_client - note a pass of the client, at most once per
  * AWL_INTERVAL, as postgrey counts; the count is the client's passes */
 static void count_client(long long now, struct outcome *o)
@@ -188,10 +202,49 @@ void decide(const long long *t, const long long *c, long long now,
 		return;
 	}
 	decide_triplet(t, now, o);
+	if (cfg.learn && verdicts[o->v].defer)
+		learn(now, o);
 	if (cfg.awl && o->v == V_PASS_FIRST) {
 		count_client(now, o);
 		o->awl_new = o->store_c && o->c[C_COUNT] == cfg.awl;
 	}
+}
+
+/* The decision lines' words, and how each verdict is answered. */
+const struct verdict_info verdicts[] = {
+	[V_NEW] = { "greylist", "new", 1, LOG_INFO },
+	[V_EARLY] = { "greylist", NULL, 1, LOG_INFO },
+	[V_PASS_FIRST] = { "pass", "triplet found", 0, LOG_INFO },
+	[V_PASS] = { "pass", "triplet found", 0, LOG_INFO },
+	[V_AWL] = { "pass", "client AWL", 0, LOG_INFO },
+	[V_WL_CLIENT] = { "pass", "client whitelist", 0, LOG_INFO },
+	[V_WL_RCPT] = { "pass", "recipient whitelist", 0, LOG_INFO },
+	[V_FAIL_OPEN] = { "pass", NULL, 0, LOG_WARNING },
+	[V_NOT_RCPT] = { NULL, NULL, 0, 0 },
+	[V_BAD_REQUEST] = { "pass", NULL, 0, LOG_WARNING },
+	[V_LEARN] = { "pass", NULL, 0, LOG_INFO },
+	[V_DATA] = { "greylist", NULL, 1, LOG_INFO },
+};
+
+/* verdict_reason - what a decision line gives as reason=...: the
+ * verdict's word, the seconds an early retry misses, the outcome's own
+ * text (a fault, a bad request), or with --learn "learning (would
+ * greylist: REASON)" */
+const char *verdict_reason(const struct outcome *o, char *buf, size_t size)
+{
+	enum verdict v = o->v == V_LEARN ? o->learned : o->v;
+	const char *r = verdicts[v].reason ? verdicts[v].reason : o->why;
+	char early[64];
+
+	if (v == V_EARLY)
+		snprintf(early, sizeof(early), "early-retry (%llds missing)",
+			 o->seconds);
+	if (o->v == V_LEARN)
+		snprintf(buf, size, "learning (would greylist: %s)",
+			 v == V_EARLY ? early : r);
+	else
+		snprintf(buf, size, "%s", v == V_EARLY ? early : r);
+	return buf;
 }
 
 /* expiry_due - the last expiry (-1: never) was EXPIRE_INTERVAL ago or

@@ -503,6 +503,7 @@ inetd_session() {
 . tests/multimx.sh
 . tests/redis.sh
 . tests/observe.sh
+. tests/beyond.sh
 . fuzz/fuzz.sh
 . tests/deps.sh
 . tests/fresh.sh
@@ -583,7 +584,7 @@ t_install() {
 	"$GREYLISTCTL" check --config=greylistd.conf --db="$D/none" --whitelist=whitelist >/dev/null
 	expect "and passes check as it is" 0 $?
 	missing=
-	for o in check stats dump load expire repair report maintain; do
+	for o in check stats dump load expire repair report explain maintain; do
 		grep -q "^\.B greylistctl $o" greylistctl.8 && grep -q "^\.B $o\$" greylistctl.8 || missing="$missing $o"
 		for p in $("$GREYLISTCTL" --help "$o" | sed -n 's/^  --\([a-z0-9_-]*\)  *\(stats\|dump\|expire\|maintain\|report\):.*/\1/p'); do
 			grep -q -- "\\\-\\\-$(echo "$p" | sed 's/-/\\\\-/g')" greylistctl.8 || missing="$missing $o:$p"
@@ -637,6 +638,19 @@ t_valgrind() {
 	vg "report --top --html" "$GREYLISTCTL" report --db="$D/db" --top=3 --html="$D/page.html" "$D/log" < /dev/null
 	vg "stats --openmetrics --output" "$GREYLISTCTL" stats --openmetrics --db="$D/db" --output="$D/m.prom" < /dev/null
 	vg "check" "$GREYLISTCTL" check --whitelist="$D/wl" < /dev/null
+	vg "explain" "$GREYLISTCTL" explain --db="$D/db" --whitelist="$D/wl" \
+		--client-address=192.0.2.10 --sender=alice@example.com --recipient=bob@example.net < /dev/null
+	{ req instance=d recipient=a@x.example; req instance=d protocol_state=DATA recipient=; } > "$D/in4"
+	vg "--defer-at=data" "$GREYLISTD" --db="$D/db3" --log-file="$D/log" --defer-at=data < "$D/in4"
+	vg "--learn" "$GREYLISTD" --db="$D/db3" --log-file="$D/log" --learn < "$D/in1"
+	if command -v db5.3_load >/dev/null; then
+		mkdir -p "$D/pg"
+		printf '%s\n' '192.0.2.0/a@b.example/c@d.example' '1796150005,1796150405' \
+			'192.0.2.0/e/f@b.example/c@d.example' '1,2' | db5.3_load -T -t btree "$D/pg/postgrey.db"
+		printf '%s\n' '192.0.2.10' '1,1796150405' '2001:DB8:1:0:0:0:0:10' '2,1796150405' \
+			| db5.3_load -T -t btree "$D/pg/postgrey_clients.db"
+		vg "load --from-postgrey" "$GREYLISTCTL" load --db="$D/db4" --from-postgrey="$D/pg" < /dev/null
+	fi
 }
 
 # --- static analysis ----------------------------------------------------------
@@ -818,7 +832,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness redis metrics html install valgrind fuzz loglines design analyze deps"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail milter multimx redis_harness redis metrics html learn explain deferdata pgimport install valgrind fuzz loglines design analyze deps"
 # Run only when named: fresh (tests/fresh.sh; a default run says so).
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"

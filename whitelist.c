@@ -214,6 +214,7 @@ static const char *client_value(char *v, size_t len, struct wl_entry *e)
 {
 	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
 		e->kind = WL_CLIENT_RE;
+		e->text = v;		/* shown by greylistctl explain */
 		return compile(v + 1, len - 2, e);
 	}
 	lower(v, v);
@@ -240,6 +241,7 @@ static const char *recipient_value(char *v, size_t len, struct wl_entry *e)
 
 	if (len >= 3 && v[0] == '/' && v[len - 1] == '/') {
 		e->kind = WL_RCPT_RE;
+		e->text = v;
 		return compile(v + 1, len - 2, e);
 	}
 	lower(v, v);
@@ -635,4 +637,26 @@ const struct wl_entry *wl_recipient(const struct wl_set *set,
 			if (rcpt_matches(&set->e[i], pass, rcpt, at))
 				return &set->e[i];
 	return NULL;
+}
+
+/* wl_match - the entry that whitelists a request's client (its address,
+ * or its name when Postfix verified it: client_name is "unknown"
+ * otherwise) or else its recipient, or NULL; *v says which: V_WL_CLIENT,
+ * V_WL_RCPT, or V_NEW for none. The server and greylistctl explain both
+ * ask here. The name is at most MAX_LINE bytes. */
+const struct wl_entry *wl_match(const struct wl_set *set,
+				const struct triplet *t, const char *name,
+				enum verdict *v)
+{
+	char lname[MAX_LINE + 1];
+	const struct wl_entry *e;
+
+	lower(lname, name && strcmp(name, "unknown") != 0 ? name : "");
+	if ((e = wl_client(set, t->family, t->bin, lname))) {
+		*v = V_WL_CLIENT;
+		return e;
+	}
+	e = wl_recipient(set, t->recipient);
+	*v = e ? V_WL_RCPT : V_NEW;
+	return e;
 }

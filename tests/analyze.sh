@@ -73,7 +73,7 @@ for f in "$@"; do
 	case $f in /*) SRC="$SRC $f" ;; *) SRC="$SRC $(pwd)/$f" ;; esac
 done
 cd "$(dirname "$0")/.." || exit 2
-[ -n "$SRC" ] || SRC=$(for f in greylistd.c greylistctl.c stats.c report.c html.c config.c log.c triplet.c rule.c whitelist.c db.c redis.c; do echo "$(pwd)/$f"; done)
+[ -n "$SRC" ] || SRC=$(for f in greylistd.c greylistctl.c stats.c report.c html.c explain.c postgrey.c config.c log.c triplet.c rule.c whitelist.c db.c redis.c; do echo "$(pwd)/$f"; done)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greylistd-analyze.XXXXXX") || exit 2
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 2' HUP INT TERM

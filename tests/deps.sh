@@ -272,7 +272,7 @@ dp_readme_list() {
 	awk -v item="- \`$1\`:" '
 		index($0, item) == 1 { on = 1; print substr($0, length(item) + 1); next }
 		on && /^  [^ ]/ { print; next }
-		{ on = 0 }' "$DP_SRC/README.md" | tr ',.' '  ' | tr -s ' \t' '\n' | grep -v '^$' | sort -u
+		{ on = 0 }' "$DP_SRC/README.md" | sed 's/\.$//' | tr ',' ' ' | tr -s ' \t' '\n' | grep -v '^$' | sort -u
 }
 
 # dp_make_list VAR... - the packages of the Makefile's lists VAR..., sorted

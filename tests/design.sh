@@ -4,7 +4,7 @@
 # (group design).
 
 # The sources of the two programs.
-DESIGN_SOURCES="greylistd.c greylistctl.c stats.c report.c html.c config.c log.c triplet.c rule.c whitelist.c db.c redis.c"
+DESIGN_SOURCES="greylistd.c greylistctl.c stats.c report.c html.c explain.c postgrey.c config.c log.c triplet.c rule.c whitelist.c db.c redis.c"
 
 # design_sections - "START END HEADING" for each section of greylistd.c:
 # a "/*" line, then " * Heading." (the file's own sections, after the

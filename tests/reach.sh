@@ -75,7 +75,7 @@ while read -r f; do
 	total=$((total + len)); n=$((n + 1))
 done < <(sort "$TMP/seen")
 echo "reach: $n functions, $total lines"
-for f in $SOURCES greylistctl.c report.c; do
+for f in $SOURCES greylistctl.c report.c explain.c postgrey.c; do
 	echo "file $f $(wc -l < "$f")"
 done
 sort -k4 -n "$TMP/lengths" | tail -n 1 | awk '{ print "longest", $1, $4 }'
