@@ -145,7 +145,8 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the two programs, the units, the man pages, the configuration
+# install - the two programs, the units (Postfix's policy protocol, and
+# Debian greylistd's protocol for Exim), the man pages, the configuration
 # file and the whitelist (an admin's own are never overwritten), the
 # greylistd system user (sysusers.d) and the Exim ACL. Every path inside
 # them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
@@ -168,6 +169,8 @@ INSTALL_FILES = \
 	greylistctl:$(SBINDIR)/greylistctl:755 \
 	greylistd.socket:$(UNITDIR)/greylistd.socket:644 \
 	greylistd@.service:$(UNITDIR)/greylistd@.service:644 \
+	greylistd-protocol.socket:$(UNITDIR)/greylistd-protocol.socket:644 \
+	greylistd-protocol@.service:$(UNITDIR)/greylistd-protocol@.service:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
@@ -218,6 +221,8 @@ install: all
 	  echo "  smtpd_recipient_restrictions = permit_mynetworks,"; \
 	  echo "    reject_unauth_destination,"; \
 	  echo "    check_policy_service { inet:127.0.0.1:10023, default_action=DUNNO }"; \
+	  echo "For Exim with Debian greylistd's ACL statements:" \
+	       "systemctl enable --now greylistd-protocol.socket (README)."; \
 	fi
 
 clean:

@@ -508,10 +508,12 @@ t_install() {
 		make -s install DESTDIR="$D/root" PREFIX=/usr > "$D/out" 2>&1
 		expect "make install DESTDIR=... works" 0 $?
 	fi
-	expect "it installs both programs, the units, the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
-		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
+	expect "it installs both programs, the units (the protocol pair too), the man pages, the configuration, the whitelist, the Exim ACL, the LAN drop-in and the user" \
+		"etc/greylistd/greylistd.conf etc/greylistd/whitelist usr/lib/systemd/system/greylistd-protocol.socket usr/lib/systemd/system/greylistd-protocol@.service usr/lib/systemd/system/greylistd.socket usr/lib/systemd/system/greylistd@.service usr/lib/sysusers.d/greylistd.conf usr/sbin/greylistctl usr/sbin/greylistd usr/share/doc/greylistd/exim4-acl.conf usr/share/doc/greylistd/greylistd-lan.conf usr/share/man/man8/greylistctl.8 usr/share/man/man8/greylistd.8" \
 		"$(cd "$D/root" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 	expect_grep "the unit runs the installed binary" '^ExecStart=/usr/sbin/greylistd$' "$D/root/usr/lib/systemd/system/greylistd@.service"
+	expect_grep "and the protocol unit, with --greylistd-protocol" '^ExecStart=/usr/sbin/greylistd --greylistd-protocol$' \
+		"$D/root/usr/lib/systemd/system/greylistd-protocol@.service"
 
 	# from a copy of the tree: other paths build other binaries
 	newdir install-local
@@ -522,6 +524,10 @@ t_install() {
 		test -f "$D/root/usr/local/lib/systemd/system/greylistd.socket" -a ! -e "$D/root/lib"
 	expect_grep "every path it installs is rewritten: the unit's ExecStart" '^ExecStart=/usr/local/sbin/greylistd$' \
 		"$D/root/usr/local/lib/systemd/system/greylistd@.service"
+	expect_grep "the protocol unit's ExecStart" '^ExecStart=/usr/local/sbin/greylistd --greylistd-protocol$' \
+		"$D/root/usr/local/lib/systemd/system/greylistd-protocol@.service"
+	expect "the protocol socket keeps its own path, not Debian greylistd's" "ListenStream=/run/greylistd/protocol.sock" \
+		"$(grep '^ListenStream=' "$D/root/usr/local/lib/systemd/system/greylistd-protocol.socket")"
 	expect_grep "the man page's inetd line" '/usr/local/sbin/greylistd greylistd$' "$D/root/usr/local/share/man/man8/greylistd.8"
 	expect_grep "the man page's configuration file" '/usr/local/etc/greylistd/greylistd\.conf' "$D/root/usr/local/share/man/man8/greylistd.8"
 	check "no /usr/sbin/greylistd is left in what it installed" \

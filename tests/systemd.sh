@@ -1,5 +1,7 @@
 # tests/systemd.sh - the systemd units greylistd.socket and
-# greylistd@.service. test.sh sources this file and calls t_systemd; it uses
+# greylistd@.service, and greylistd-protocol.socket and
+# greylistd-protocol@.service (Exim, Debian greylistd's protocol). test.sh
+# sources this file and calls t_systemd; it uses
 # the helpers of tests/lib.sh and the environment GREYLISTD (the built
 # binary) and WORK (a temp dir).
 #
@@ -22,6 +24,8 @@
 SD_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SD_SOCKET=$SD_SRC/greylistd.socket
 SD_SERVICE=$SD_SRC/greylistd@.service
+SD_GP_SOCKET=$SD_SRC/greylistd-protocol.socket
+SD_GP_SERVICE=$SD_SRC/greylistd-protocol@.service
 SD_EXEC=/usr/sbin/greylistd		# ExecStart in the source; make install rewrites it
 
 # sd_get FILE SECTION KEY - the value systemd uses for KEY in [SECTION]
@@ -52,11 +56,15 @@ sd_all() {
 		}' "$1"
 }
 
-# sd_copies - copies of both units in $D, ExecStart pointing at $GREYLISTD
+# sd_copies - copies of the four units in $D, ExecStart pointing at
+# $GREYLISTD
 sd_copies() {
 	cp "$SD_SOCKET" "$D/greylistd.socket"
+	cp "$SD_GP_SOCKET" "$D/greylistd-protocol.socket"
 	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_SERVICE" \
 		> "$D/greylistd@.service"
+	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_GP_SERVICE" \
+		> "$D/greylistd-protocol@.service"
 }
 
 sd_verify() {
@@ -84,6 +92,10 @@ sd_verify() {
 		./greylistd.socket ./greylistd@.service 2>&1); rc=$?
 	expect "systemd-analyze verify greylistd.socket greylistd@.service: exit 0" 0 "$rc"
 	expect "systemd-analyze verify: no warnings" "" "$out"
+	out=$(cd "$D" && MANPATH=$D/man systemd-analyze verify $man \
+		./greylistd-protocol.socket ./greylistd-protocol@.service 2>&1); rc=$?
+	expect "systemd-analyze verify greylistd-protocol.socket greylistd-protocol@.service: exit 0" 0 "$rc"
+	expect "systemd-analyze verify greylistd-protocol.*: no warnings" "" "$out"
 
 	# The check has teeth: the same units with a missing binary fail.
 	sed -i "s|^ExecStart=$GREYLISTD\\b|ExecStart=$D/no-such-binary|" "$D/greylistd@.service"
@@ -93,26 +105,28 @@ sd_verify() {
 }
 
 sd_security() {
-	local out rc score
+	local out rc score u
 
 	newdir systemd-security
 	sd_copies
-	# --threshold counts in tenths in systemd 252: 10 is an exposure of
-	# 1.0 ("--threshold=1.0" is refused as unparsable).
-	out=$(cd "$D" && systemd-analyze security --offline=yes --threshold=10 \
-		./greylistd@.service 2>&1); rc=$?
-	printf '%s\n' "$out" > "$D/security.txt"
-	score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
-	if [ -z "$score" ]; then
-		fail "systemd-analyze security --offline=yes: exposure level" "no score in $D/security.txt"
-		return
-	fi
-	if [ "$rc" -eq 0 ] && awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'; then
-		pass "systemd-analyze security --offline=yes greylistd@.service: exposure $score (threshold 1.0)"
-	else
-		fail "systemd-analyze security --offline=yes greylistd@.service: exposure $score (threshold 1.0)" \
-			"exit $rc; settings not met: $(grep '✗' "$D/security.txt" | awk '{print $2}' | tr '\n' ' ')"
-	fi
+	for u in greylistd@.service greylistd-protocol@.service; do
+		# --threshold counts in tenths in systemd 252: 10 is an exposure
+		# of 1.0 ("--threshold=1.0" is refused as unparsable).
+		out=$(cd "$D" && systemd-analyze security --offline=yes --threshold=10 \
+			"./$u" 2>&1); rc=$?
+		printf '%s\n' "$out" > "$D/security.$u.txt"
+		score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
+		if [ -z "$score" ]; then
+			fail "systemd-analyze security --offline=yes $u: exposure level" "no score in $D/security.$u.txt"
+			continue
+		fi
+		if [ "$rc" -eq 0 ] && awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'; then
+			pass "systemd-analyze security --offline=yes $u: exposure $score (threshold 1.0)"
+		else
+			fail "systemd-analyze security --offline=yes $u: exposure $score (threshold 1.0)" \
+				"exit $rc; settings not met: $(grep '✗' "$D/security.$u.txt" | awk '{print $2}' | tr '\n' ' ')"
+		fi
+	done
 }
 
 sd_settings() {
@@ -167,6 +181,40 @@ sd_settings() {
 	*--log-file*) fail "service: logs to the journal" "ExecStart has --log-file" ;;
 	*) pass "service: ExecStart has no --log-file (greylistd logs to the journal)" ;;
 	esac
+	sd_gp_settings
+}
+
+# sd_settings_of FILE - every setting of a unit but ExecStart= and
+# Description=, in order, without comments
+sd_settings_of() { grep -vE '^[[:space:]]*(#|$)|^(ExecStart|Description)=' "$1"; }
+
+# sd_gp_settings - greylistd-protocol.socket and greylistd-protocol@.service
+sd_gp_settings() {
+	local s=$SD_GP_SOCKET v=$SD_GP_SERVICE listen il ib
+
+	expect "protocol socket: Accept=yes (one greylistd per connection)" yes "$(sd_get "$s" Socket Accept)"
+	listen=$(sd_get "$s" Socket ListenStream)
+	case $listen in
+	/run/greylistd/socket|/var/run/greylistd/socket)
+		fail "protocol socket: not Debian greylistd's socket path" "ListenStream=$listen" ;;
+	/run/*) pass "protocol socket: $listen, beside Debian greylistd's /run/greylistd/socket, never on it" ;;
+	*) fail "protocol socket: a UNIX socket under /run" "ListenStream=$listen" ;;
+	esac
+	expect "protocol socket: 0660, group greylistd (Exim's user joins it)" "0660 greylistd" \
+		"$(sd_get "$s" Socket SocketMode) $(sd_get "$s" Socket SocketGroup)"
+	check "protocol socket: MaxConnections=$(sd_get "$s" Socket MaxConnections) is above 300 (a connection per RCPT)" \
+		test "$(sd_get "$s" Socket MaxConnections || echo 0)" -gt 300
+	il=$(sd_get "$s" Socket TriggerLimitIntervalSec)
+	ib=$(sd_get "$s" Socket TriggerLimitBurst)
+	if [ "$il" = 0 ] || [ "$ib" = 0 ]; then
+		pass "protocol socket: trigger limit off (a message to 100 recipients is 200 connections)"
+	else
+		fail "protocol socket: trigger limit off" "TriggerLimitIntervalSec=${il:-unset} TriggerLimitBurst=${ib:-unset}"
+	fi
+	expect "protocol service: ExecStart is $SD_EXEC --greylistd-protocol" "$SD_EXEC --greylistd-protocol" \
+		"$(sd_get "$v" Service ExecStart)"
+	expect "protocol service: every other setting is greylistd@.service's, in its order" "" \
+		"$(diff <(sd_settings_of "$SD_SERVICE") <(sd_settings_of "$v"))"
 }
 
 # sd_expand NAME... - the system calls a SystemCallFilter= word stands for
@@ -212,6 +260,9 @@ sd_syscalls() {
 	req sender=l@x.org | sd_trace --log-file="$D/log" --lock-timeout=1s >/dev/null
 	stop $n
 	printf 'request=bogus\n\n' | sd_trace --log-file="$D/log" >/dev/null
+	# Debian greylistd's protocol (greylistd-protocol@.service)
+	printf -- '--grey 198.51.100.0/24 a@x.org b@x.org' | sd_trace --log-file="$D/log" --greylistd-protocol >/dev/null
+	printf -- 'stats' | sd_trace --log-file="$D/log" --greylistd-protocol >/dev/null
 	printf 'client /[/\n' > "$D/wl"		# maintenance logs the bad line
 	req sender=w@x.org | sd_trace --log-file="$D/log" --whitelist="$D/wl" >/dev/null
 	rm -f "$D/db"
@@ -525,12 +576,12 @@ sd_halt() {
 # MaxConnections=10 (glsmall), and the clients' script and requests
 sd_live_units() {
 	local u=$D/upper/gltest/units
-	cp "$SD_SOCKET" "$SD_SERVICE" "$u/"
+	cp "$SD_SOCKET" "$SD_SERVICE" "$SD_GP_SOCKET" "$SD_GP_SERVICE" "$u/"
 	# the same units with MaxConnections=10, to overrun it cheaply
 	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
 		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
 	cp "$SD_SERVICE" "$u/glsmall@.service"
-	SD_WANTS="greylistd.socket glsmall.socket"
+	SD_WANTS="greylistd.socket glsmall.socket greylistd-protocol.socket"
 
 	# client.sh lat N | eof | hold N PORT - clients run in the container
 	cat > "$D/upper/gltest/client.sh" <<-'EOF'
@@ -604,6 +655,7 @@ sd_live_checks() {
 		"$(sd_in stat -c '%U %a' /var/lib/greylistd)"
 	expect "live: the database: greylistd, 600" "greylistd 600" \
 		"$(sd_in stat -c '%U %a' /var/lib/greylistd/greylistd.db)"
+	sd_live_protocol
 
 	# A protocol violation: the instance exits 76, fails, and is collected.
 	printf 'request=bogus\n\n' | sd_in socat -t 5 - TCP:127.0.0.1:10023 >/dev/null
@@ -649,6 +701,26 @@ sd_live_checks() {
 		'whitelist:1: .*line skipped' "$D/journal.txt"
 	check "live: after a protocol violation the client sees EOF at once, not when maintenance ends ($(echo "$out" | tail -n 1) ms)" \
 		test "$(echo "$out" | tail -n 1)" -lt 1000
+}
+
+# sd_live_protocol - greylistd-protocol.socket under the real systemd:
+# Debian greylistd's line in, "true" or "false" out
+sd_live_protocol() {
+	local out
+	expect "live: greylistd-protocol.socket listening" active "$(sd_in systemctl is-active greylistd-protocol.socket)"
+	expect "live: /run/greylistd/protocol.sock is 0660, root, group greylistd" "srw-rw---- root greylistd" \
+		"$(sd_in stat -c '%A %U %G' /run/greylistd/protocol.sock)"
+	out=$(printf -- '--grey 198.51.100.0/24 alice@sender.test bob@dest.test' |
+		sd_in socat -t 5 - UNIX-CONNECT:/run/greylistd/protocol.sock)
+	expect "live: --grey for a new triplet: true, and nothing else" true "$out"
+	out=$(printf -- '--black 198.51.100.7 alice@sender.test bob@dest.test' |
+		sd_in socat -t 5 - UNIX-CONNECT:/run/greylistd/protocol.sock)
+	expect "live: --black: false" false "$out"
+	sleep 0.5
+	sd_in journalctl --no-pager -o export GREYLISTD_CLIENT_ADDRESS=198.51.100.0 > "$D/protocol.export"
+	expect_grep "live: journal entry from a greylistd-protocol@ instance" \
+		'^_SYSTEMD_UNIT=greylistd-protocol@[0-9]+-[0-9]+-0\.service$' "$D/protocol.export"
+	expect_grep "live: logged as user greylistd" "^_UID=$SD_UID\$" "$D/protocol.export"
 }
 
 t_systemd() {
