@@ -6,6 +6,8 @@
 #                   connection (systemd-socket-activate), database in ./run
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
+#   make bench-exim what each Exim RCPT costs: a greylistd process per
+#                   connection, under systemd (as root; bench/results.md)
 #   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
@@ -119,6 +121,13 @@ bench: deps-build
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh
 
+# make bench-exim: the cost of a connection per RCPT, without systemd and
+# under a real one booted in private namespaces (bench/exim-rcpt.sh; root)
+bench-exim: deps-build
+	$(call need,$(BENCH_DEPS) socat perl util-linux)
+	$(MAKE) all
+	GREYLISTD=$(CURDIR)/greylistd bench/exim-rcpt.sh
+
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)
 FUZZ_SECONDS ?= 600
@@ -229,4 +238,4 @@ clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench fuzz install clean deps-build deps-test deps-run
+.PHONY: FORCE all check run bench bench-exim fuzz install clean deps-build deps-test deps-run
