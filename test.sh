@@ -487,6 +487,7 @@ inetd_session() {
 . tests/faults.sh
 . tests/mta-lib.sh
 . tests/exim.sh
+. tests/exim-gp.sh
 . tests/sendmail.sh
 . tests/multimx.sh
 . tests/redis.sh
@@ -802,7 +803,7 @@ t_awl() {
 		"$(printf 'list\n' | gdbmtool "$D/db" | grep -cE '^[TC]\\n[0-9a-f]{64} ')"
 }
 
-ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim sendmail multimx redis_harness install valgrind fuzz loglines design analyze"
+ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim exim_gp sendmail multimx redis_harness install valgrind fuzz loglines design analyze"
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"
