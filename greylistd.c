@@ -59,11 +59,11 @@
  *	  lines 409-507	The request: attributes to triplet, whitelist, store
  *	  lines 508-720	Answering: the reply, the decision log line
  *	  lines 721-1088	The milter protocol: packets, macros, replies
- *	  lines 1089-1281	Debian greylistd's protocol: one line, one word
+ *	  lines 1089-1290	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_client, wl_recipient) and db.c (the
  *	look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1282-1495 (serving,
+ *	Only the admin's files reach, here: lines 1291-1504 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -1142,9 +1142,11 @@ static char *gp_line(struct conn *c)
  * triplet's buffers) */
 static int gp_words(char *s, char **w)
 {
+	char *save = NULL;
 	int n = 0;
 
-	for (s = strtok(s, " \t"); s; s = strtok(NULL, " \t")) {
+	for (s = strtok_r(s, " \t", &save); s;
+	     s = strtok_r(NULL, " \t", &save)) {
 		if (n == GP_MAX_WORDS || strlen(s) > MAX_LINE) {
 			msg_warn("greylistd protocol: %s; answered false",
 				 n == GP_MAX_WORDS ? "more than 64 words"
@@ -1231,18 +1233,28 @@ static int gp_is_refused(const char *word)
 	return 0;
 }
 
-/* gp_answer - 1 ("true") or 0 ("false") for a line's words, as Debian's
- * greylistd answers "[update] --grey|--white|--black DATA": --grey is
- * true when the mail is deferred, --white when it passes (a request that
- * cannot be judged, such as one whose client is not an address, passes,
- * as with DUNNO). --black is false: greylistd keeps no blacklist. Any
- * other line is refused: a warning showing it, and false. */
+/* gp_refuse - a line greylistd does not serve: a warning showing it, and
+ * "false" */
+static int gp_refuse(const char *shown)
+{
+	msg_warn("greylistd protocol: not \"[update] --grey|--white|--black"
+		 " IP SENDER RCPT\" or \"... IP RCPT[, RCPT...]\": %s;"
+		 " answered false", *shown ? shown : "(an empty line)");
+	return 0;
+}
+
+/* gp_answer - 1 ("true") or 0 ("false") for a line's n > 0 words, as
+ * Debian's greylistd answers "[update] --grey|--white|--black DATA":
+ * --grey is true when the mail is deferred, --white when it passes (a
+ * request that cannot be judged, such as one whose client is not an
+ * address, passes, as with DUNNO). --black is false: greylistd keeps no
+ * blacklist. Any other line is refused (gp_refuse). */
 static int gp_answer(char **w, int n, const char *shown)
 {
-	int i = n > 0 && strcmp(w[0], "update") == 0, d = -1;
+	int i = strcmp(w[0], "update") == 0, d = -1;
 	const char *opt = i < n ? w[i] : "";
 
-	if (n > 0 && gp_is_refused(w[0])) {
+	if (gp_is_refused(w[0])) {
 		msg_warn("greylistd protocol: \"%s\" is a command of Debian's"
 			 " greylistd that greylistd does not serve; answered"
 			 " false", w[0]);
@@ -1255,12 +1267,9 @@ static int gp_answer(char **w, int n, const char *shown)
 		gp_client(w[i + 1]);
 		d = gp_decide(w + i + 1, n - i - 1);
 	}
-	if (d >= 0)
-		return strcmp(opt, "--grey") == 0 ? d : !d;
-	msg_warn("greylistd protocol: not \"[update] --grey|--white|--black"
-		 " IP SENDER RCPT\" or \"... IP RCPT[, RCPT...]\": %s;"
-		 " answered false", *shown ? shown : "(an empty line)");
-	return 0;
+	if (d < 0)
+		return gp_refuse(shown);
+	return strcmp(opt, "--grey") == 0 ? d : !d;
 }
 
 /* gp_serve - one line, one word: "true" or "false", as Debian's
@@ -1273,7 +1282,7 @@ static enum read_status gp_serve(struct conn *c)
 	if (line) {
 		log_value(shown, sizeof(shown), line);
 		n = gp_words(line, w);
-		yes = n >= 0 && gp_answer(w, n, shown);
+		yes = n > 0 ? gp_answer(w, n, shown) : n == 0 && gp_refuse(shown);
 	}
 	return write_all(c, yes ? "true" : "false", yes ? 4 : 5) == 0
 		? RD_EOF : RD_IOERR;
