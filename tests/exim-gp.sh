@@ -24,7 +24,7 @@
 #
 # Time: greylistd runs with --delay=1s, and a retry waits until two whole
 # seconds have passed since the first try (as tests/exim.sh does); nothing
-# else is timed. About 10 seconds.
+# else is timed. About 15 seconds.
 
 EG_FROM=alice@sender.test
 
