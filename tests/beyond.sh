@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/beyond.sh - what no other greylister does: learning before
 # enforcing (group learn), explaining a decision (explain), deferring a
 # whole message at DATA (deferdata) and importing postgrey's database

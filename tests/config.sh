@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/config.sh - one configuration for every process, and the options
 # an admin will type. Sourced by test.sh (groups config, loglines).
 

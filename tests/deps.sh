@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/deps.sh - the package step and the build's portability. test.sh
 # sources this file and calls t_deps; it uses the helpers of tests/lib.sh.
 #

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/design.sh - what a reviewer is promised about the code itself:
 # the trust boundary greylistd.c's header states, the size of the file
 # and of its functions, what a request can reach. Sourced by test.sh

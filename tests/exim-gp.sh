@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/exim-gp.sh - greylistd --greylistd-protocol, Debian greylistd's
 # one-line protocol, for Exim ACLs written for that package. Sourced by
 # test.sh, which runs t_exim_gp as the group "exim_gp".

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/exim.sh - end to end: the shipped exim4-acl.conf in a real Exim
 # 4.96, asking the real greylistd, served one process per connection by
 # systemd-socket-activate.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/faults.sh - greylistd under faults, with the real binary and real
 # files: a damaged database (header destroyed, a bucket overwritten, the
 # file cut short), writers SIGKILLed in a loop under 8 concurrent clients

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/fresh.sh - the README's two commands on a new Debian 12, as a new
 # admin would type them. test.sh sources this file; t_fresh runs only when
 # named (./test.sh fresh; .ci/run runs it once), fr_left_out says so in a

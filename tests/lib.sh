@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/lib.sh - helpers shared by test.sh and the scripts in tests/.
 #
 # A test reports through pass/fail/skip; test.sh counts the lines. Every

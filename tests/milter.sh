@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/milter.sh - end to end: greylistd --milter behind the two milter
 # clients there are, Postfix's (smtpd_milters) and Sendmail's
 # (INPUT_MAIL_FILTER), each the real program.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/mta-lib.sh - helpers for the tests that run real MTAs which cannot
 # be installed beside Postfix (Exim, Sendmail: tests/exim.sh,
 # tests/sendmail.sh).

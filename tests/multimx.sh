@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/multimx.sh - several MX hosts, one greylist: the central greylistd
 # of the README's "Several MX hosts", in network namespaces of the test's
 # own.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/observe.sh - seeing greylisting work: `greylistctl stats
 # --openmetrics` and its systemd timer (group metrics), `greylistctl report
 # --html` in a real browser (group html). Sourced by test.sh; uses

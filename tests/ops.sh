@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/ops.sh - greylistctl, the operator's program: stats, dump, load,
 # check, repair, expire, report; and that none of them exits 0 on a partial
 # or wrong answer. Sourced by test.sh (groups ops, truth, report, expiry).

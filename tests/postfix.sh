@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/postfix.sh - end to end: greylistd as a spawn(8) service of a real
 # Postfix, driven over SMTP with swaks.
 #

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/redis.sh - a harness of private Redis servers for tests, the
 # group redis_harness that proves it, and the group redis: greylistd on
 # the Redis store (see that section, at the end).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/sendmail.sh - a real Sendmail 8.17 and its milter client, and
 # Postfix's milter client, for the coming greylistd --milter.
 #

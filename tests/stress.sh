@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/stress.sh - many concurrent connections, and slow clients, against
 # greylistd as it runs in production: one process per connection under
 # `systemd-socket-activate --accept --inetd`, on a UNIX socket, all of them

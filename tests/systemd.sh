@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/systemd.sh - the systemd units greylistd.socket and
 # greylistd@.service, the milter's greylistd-milter.socket and
 # greylistd-milter@.service, and greylistd-protocol.socket and
