@@ -110,7 +110,7 @@ fi
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/greylistd-bench.XXXXXX")
 chmod 711 "$W"			# postgrey (another user) reaches its dir
-GL_PID= PG_PID= AUX_PID= RU_PID= RT_PID=
+GL_PID='' PG_PID='' AUX_PID='' RU_PID='' RT_PID=''
 RD_ALL=()
 
 stop() {			# stop PID: TERM, then wait for it
@@ -120,7 +120,7 @@ stop() {			# stop PID: TERM, then wait for it
 }
 cleanup() {
 	stop "$GL_PID"; stop "$PG_PID"; stop "$AUX_PID"; stop "$RU_PID"; stop "$RT_PID"
-	GL_PID= PG_PID= AUX_PID= RU_PID= RT_PID=
+	GL_PID='' PG_PID='' AUX_PID='' RU_PID='' RT_PID=''
 	[ "$REDIS" = 0 ] || ! declare -F rd_cleanup >/dev/null || rd_cleanup
 	rm -rf "$W"
 }
@@ -280,7 +280,7 @@ measure() {
 
 # --- the phases: one database size each ----------------------------------------
 
-GL_RSS= PG_RSS= PG_HWM= GL_START= FLOOR_START= RU_START= RT_START= RD_LOAD_MS= RD_MEM=
+GL_RSS='' PG_RSS='' PG_HWM='' GL_START='' FLOOR_START='' RU_START='' RT_START='' RD_LOAD_MS='' RD_MEM=''
 declare -A EXPIRE_MS=()
 LARGE=${SIZES##* } SMALL=${SIZES%% *}
 
@@ -354,7 +354,7 @@ for N in $SIZES; do
 				"--redis=$RD_ADDR_TCP" "--log-file=$RT_LOG" "${GL_OPTS[@]}" 2>"$W/client.err") \
 				|| problem "greylistd --redis (TCP): start-up: $RT_START $(head -n 3 "$W/client.err")"
 			RD_MEM=$(rd_cli "$RD_DIR_B" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')
-			stop "$RU_PID"; stop "$RT_PID"; RU_PID= RT_PID=
+			stop "$RU_PID"; stop "$RT_PID"; RU_PID='' RT_PID=''
 			rd_cleanup
 		fi
 

@@ -44,12 +44,12 @@ req() {
 		[client_name]=mail.example.com [reverse_client_name]=mail.example.com
 		[helo_name]=mail.example.com [sender]=alice@example.com
 		[recipient]=bob@example.net [recipient_count]=0
-		[queue_id]= [instance]=1a2b.5f3e4d2c.c3d4e.0 [size]=0
-		[etrn_domain]= [stress]= [sasl_method]= [sasl_username]=
-		[sasl_sender]= [ccert_subject]= [ccert_issuer]=
-		[ccert_fingerprint]= [ccert_pubkey_fingerprint]=
-		[encryption_protocol]= [encryption_cipher]= [encryption_keysize]=0
-		[client_port]=54321 [policy_context]= [server_address]=192.0.2.1
+		[queue_id]='' [instance]=1a2b.5f3e4d2c.c3d4e.0 [size]=0
+		[etrn_domain]='' [stress]='' [sasl_method]='' [sasl_username]=''
+		[sasl_sender]='' [ccert_subject]='' [ccert_issuer]=''
+		[ccert_fingerprint]='' [ccert_pubkey_fingerprint]=''
+		[encryption_protocol]='' [encryption_cipher]='' [encryption_keysize]=0
+		[client_port]=54321 [policy_context]='' [server_address]=192.0.2.1
 		[server_port]=25 [compatibility_level]=3.6 [mail_version]=3.7.11
 	)
 	local kv order="request protocol_state protocol_name client_address client_name reverse_client_name helo_name sender recipient recipient_count queue_id instance size etrn_domain stress sasl_method sasl_username sasl_sender ccert_subject ccert_issuer ccert_fingerprint ccert_pubkey_fingerprint encryption_protocol encryption_cipher encryption_keysize client_port policy_context server_address server_port compatibility_level mail_version"

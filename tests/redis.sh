@@ -435,7 +435,7 @@ rd_h_auth() {
 # rd_h_oom - maxmemory 2mb with noeviction: SETs of 100 KiB fail with
 # OOM, reads go on
 rd_h_oom() {
-	local d=$WORK/redis-oom i r= ok=0
+	local d=$WORK/redis-oom i r='' ok=0
 
 	if ! rd_start "$d" unix "maxmemory 2mb" "maxmemory-policy noeviction"; then
 		fail "redis: a server with maxmemory 2mb" "$RD_WHY"; return

@@ -269,7 +269,7 @@ sd_expand() {
 # sd_syscalls - every system call greylistd made in $WORK/systemd-*/trace.*
 # is one the unit's SystemCallFilter lets through
 sd_syscalls() {
-	local line first= used bad n kind
+	local line first='' bad n kind
 
 	if ! command -v strace >/dev/null; then
 		skip "systemd: greylistd's system calls pass SystemCallFilter" "strace missing"
@@ -358,7 +358,7 @@ sd_syscalls() {
 
 # sd_journal - greylistd under INVOCATION_ID logs to a real journald
 sd_journal() {
-	local journald= p rc inv=0123456789abcdef0123456789abcdef ex
+	local journald='' p rc inv=0123456789abcdef0123456789abcdef ex
 
 	for p in /lib/systemd/systemd-journald /usr/lib/systemd/systemd-journald; do
 		[ -x "$p" ] && { journald=$p; break; }
@@ -561,7 +561,7 @@ sd_boot_files() {
 # for it); returns 1 with SD_WHY when systemd did not come up. sd_halt
 # undoes it either way.
 sd_boot() {
-	local cgmnt cgpath state= i
+	local cgmnt cgpath state=''
 	newdir "$1"
 	mkdir -p "$D/upper/gltest/units" "$D/upper/usr/sbin" "$D/upper/etc/greylistd" \
 		"$D/work" "$D/root"
@@ -577,7 +577,7 @@ sd_boot() {
 	"$2"
 	sd_boot_files
 
-	SD_PID= SD_UPID=
+	SD_PID='' SD_UPID=''
 	cgmnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
 	cgpath=$(sed -n 's/^0:://p' /proc/self/cgroup)
 	SD_CG=$cgmnt${cgpath%/}/greylistd-test-$$-$1
@@ -612,7 +612,7 @@ sd_halt() {
 		kill -KILL "$SD_UPID" 2>/dev/null
 	fi
 	[ -n "${SD_UPID:-}" ] && wait "$SD_UPID" 2>/dev/null
-	SD_PID= SD_UPID=
+	SD_PID='' SD_UPID=''
 	# the namespaces' last processes may still be exiting
 	for i in $(seq 50); do
 		[ -n "${SD_CG:-}" ] && [ -e "$SD_CG" ] || break
