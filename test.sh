@@ -10,11 +10,12 @@
 # Each line of output is PASS, FAIL or SKIP; the last line is
 # "N passed, N failed". The exit status is 0 only when nothing failed.
 set -u
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 2
 HERE=$PWD
 export GREYLISTD=${GREYLISTD:-$HERE/greylistd}
 export GREYLISTCTL=${GREYLISTCTL:-$(dirname "$GREYLISTD")/greylistctl}
-export WORK=$(mktemp -d /tmp/greylistd-test.XXXXXX)
+WORK=$(mktemp -d /tmp/greylistd-test.XXXXXX) || exit 2
+export WORK
 export RESULTS=$WORK/results
 : > "$RESULTS"
 trap 'rm -rf "$WORK"' EXIT

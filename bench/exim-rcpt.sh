@@ -149,6 +149,7 @@ part_a() {
 		echo "| server (UNIX socket, no systemd) | request | p50 | p90 | p99 | n |"
 		echo "|---|---|---:|---:|---:|---:|"
 		for t in gp policy postgrey; do
+			# shellcheck disable=SC2046 # stats prints four words
 			set -- $(stats "$W/lat.a-$t")
 			case $t in
 			gp) printf '| greylistd --greylistd-protocol under systemd-socket-activate | `--grey 198.51.100.0/24 ...` | ' ;;
@@ -226,15 +227,13 @@ exposure() {
 # variant_units NAME - shipped, previous, bare, fastest, no-GROUP or
 # no-SETTING
 variant_units() {
+	# shellcheck disable=SC2046,SC2086 # $PREVIOUS, $(hardening), $FASTEST and the SETS are lists of settings
 	case $1 in
 	shipped) unit_without shipped ;;
-	# shellcheck disable=SC2086 # lists of settings
 	previous) unit_without previous $PREVIOUS ;;
 	bare) unit_without bare $(hardening) ;;
-	# shellcheck disable=SC2086
 	fastest) unit_without fastest $FASTEST ;;
 	no-*) if [ -n "${SETS[${1#no-}]:-}" ]; then
-		# shellcheck disable=SC2086
 		unit_without "$1" ${SETS[${1#no-}]}
 	      else
 		unit_without "$1" "${1#no-}"
@@ -256,6 +255,7 @@ b_units() {
 		for k in $(hardening); do VARIANTS="$VARIANTS no-$k"; done
 	fi
 	for k in $VARIANTS; do variant_units "$k"; done
+	# shellcheck disable=SC2034 # tests/systemd.sh's
 	SD_WANTS=$(for k in $VARIANTS; do printf '%s.socket ' "$k"; done)
 }
 
@@ -282,6 +282,7 @@ b_measure() {
 b_row() {
 	local cpu
 	cpu=$(awk '{ s += $1 } END { if (NR) printf "%.1f", s / NR / 1000 }' "$W/cpu.$1")
+	# shellcheck disable=SC2046 # stats prints four words
 	set -- "$1" "$2" $(stats "$W/lat.$1")
 	printf '| %s | %s ms | %s ms | %s ms | %s ms | %s |\n' "$2" "$3" "$4" "$5" "$cpu" "$(exposure "$1")"
 }

@@ -153,11 +153,12 @@ t_loglines() {
 	printf 'x' | gl >/dev/null
 	"$GREYLISTCTL" expire --db="$D/db" --log-file="$D/log" >/dev/null
 	: > "$D/bad"
-	for f in $(find "$WORK" -path "$WORK/fuzz" -prune -o -name '*log*' -type f -newer "$RESULTS" -print 2>/dev/null); do
+	# (-print0: some groups' directories have spaces in their names)
+	while IFS= read -r -d '' f; do
 		grep -qE '^[^ ]+ greylistd\[[0-9]+\]: ' "$f" || continue
 		n=$((n + $(grep -cE '^[^ ]+ greylistd\[[0-9]+\]: ' "$f")))
 		grep -E '^[^ ]+ greylistd\[[0-9]+\]: ' "$f" | grep -vE "$LOGLINE_RE" >> "$D/bad"
-	done
+	done < <(find "$WORK" -path "$WORK/fuzz" -prune -o -name '*log*' -type f -newer "$RESULTS" -print0 2>/dev/null)
 	bad=$(sort -u "$D/bad" | head -n 5)
 	expect "every log line of this run ($n lines) is a decision, or starts with whitelisted:, info:, warning: or error:" "" "$bad"
 }
