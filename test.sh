@@ -842,6 +842,7 @@ t_awl() {
 
 ALL_GROUPS="protocol bad_input triplet time options options2 config crlf wlreload timeouts database concurrency sockets whitelist awl ops truth report expiry systemd faults stress postfix exim exim_gp sendmail milter multimx redis_harness redis metrics html learn explain deferdata pgimport install valgrind fuzz loglines design analyze deps"
 # Run only when named: fresh (tests/fresh.sh; a default run says so).
+# shellcheck disable=SC2068 # group names are single words: $ALL_GROUPS is split on purpose
 for g in ${@:-$ALL_GROUPS}; do
 	echo "== $g"
 	"t_$g"

@@ -261,6 +261,7 @@ t_deferdata() {
 	expect "defer-at takes rcpt or data: another word is refused (exit 64)" 64 $?
 
 	if why=$(pf_cannot_run); then skip "defer-at=data with Postfix" "$why"; return; fi
+	# shellcheck disable=SC2034 # tests/postfix.sh's
 	PF_MASTER='' PF_SINK=''
 	eval "old_trap=($(trap -p EXIT))"
 	# shellcheck disable=SC2064 # the old command is wanted as it is now

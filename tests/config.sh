@@ -131,6 +131,7 @@ t_wlreload() {
 	req client_address=203.0.113.5 sender=other@x.example >&"${WL[1]}"
 	IFS= read -r out <&"${WL[0]}"; read -r _ <&"${WL[0]}"
 	expect "an edit reaches an open connection within a minute" "action=DUNNO" "$out"
+	# shellcheck disable=SC1083,SC2093 # bash closes the fd in WL[1]; shellcheck 0.9 reads {WL[1]} as a word
 	exec {WL[1]}>&-
 	wait "$WL_PID" 2>/dev/null
 	expect_grep "logged as a client whitelist pass" 'reason=client whitelist, .*client_address=203\.0\.113\.5' "$D/log"

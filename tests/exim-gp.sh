@@ -397,6 +397,7 @@ t_exim_gp() {
 	if ! EG_DEB=$(deb_root greylistd-deb greylistd); then
 		skip "Debian greylistd's statements in Exim" "no greylistd package from Debian's archive: $EG_DEB"; return
 	fi
+	# shellcheck disable=SC2034 # tests/mta-lib.sh's
 	NS_SPAWNED='' NS_PID=''
 	eval "old_trap=($(trap -p EXIT))"
 	# shellcheck disable=SC2064 # the old command is wanted as it is now

@@ -471,6 +471,7 @@ t_exim() {
 	if ! EX_ROOT=$(deb_root exim4 exim4-daemon-light exim4-base libidn12); then
 		skip "exim end to end" "no Exim from Debian's archive: $EX_ROOT"; return
 	fi
+	# shellcheck disable=SC2034 # tests/mta-lib.sh's
 	NS_SPAWNED='' NS_PID=''
 	if ! ex_setup; then fail "exim: setup" "$EX_WHY"; return; fi
 

@@ -99,6 +99,7 @@ flt_replies() {
 # to $D/answers; the lines it logged (the maintenance after the answer
 # included: greylistd waits for it) are in $D/asklog.
 flt_ask() {
+	# shellcheck disable=SC2206 # $RUNAS is a command prefix: a list of words, split on purpose
 	local t0 out n0 run=($RUNAS)
 	[ -z "${FLT_AT:-}" ] || run+=(env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$FLT_AT")
 	n0=$(stat -c %s "$D/log")
@@ -163,6 +164,7 @@ flt_resumes() {
 	flt_log "$name, cleared: logged as new" \
 		"action=greylist, reason=new, .*sender=after@$name\.example,"
 	if [ -n "$k" ]; then
+		# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 		flt_ask $(flt_known "$k")
 		expect "$name, cleared: a known passed triplet passes" "DUNNO" "$ANS"
 		flt_log "$name, cleared: logged as found" \
@@ -278,6 +280,7 @@ fault_header() {
 	flt_seed 50
 	yes garbage | head -c 4096 | dd of="$DB" conv=notrunc status=none
 	cp "$DB" "$D/damaged"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "header destroyed: the request fails open" DUNNO "$ANS"
 	flt_log "header destroyed: the fault, the move, the fresh file's first expiry, are logged" \
@@ -287,6 +290,7 @@ fault_header() {
 	aside=$(ls "$DB".damaged-* 2>/dev/null)
 	check "header destroyed: the damaged file is kept unchanged for the admin" \
 		cmp -s "$D/damaged" "$aside"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 2)
 	expect "header destroyed: a known triplet is new in the fresh file" \
 		"DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$ANS"
@@ -299,6 +303,7 @@ fault_header() {
 	flt_new header-cut
 	flt_seed 50
 	truncate -s 100 "$DB"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	flt_log "file cut inside the header: fails open, then moved aside" \
 		"$(flt_failopen "database damaged, repair scheduled").*sender=s1@seed\.example," \
@@ -337,12 +342,14 @@ fault_bucket() {
 	kept=$(flt_buckets "$DB" | awk -v a="$addr" '$1 != a { n += NF - 1 } END { print n }')
 	head -c 4096 /dev/zero | tr '\0' '\377' \
 		| dd of="$DB" bs=4096 seek=$((addr / 4096)) conv=notrunc status=none
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "bucket overwritten: the request reading it gets DUNNO" "DUNNO" "$ANS"
 	flt_log "bucket overwritten: the read error, then the repair, are logged" \
 		"$(flt_failopen "reading $(flt_re "$DB"): Malformed bucket header").*sender=s1@seed\.example," \
 		"warning: database $(flt_re "$DB") recovered: $kept records after, $FLT_LOST lost; the damaged file is kept as $(flt_re "$DB")\\.~[0-9]+~$"
 	flt_lost_said "bucket overwritten" "$lost"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "bucket overwritten: its triplet is new after the repair (it was in the bucket)" \
 		"DEFER_IF_PERMIT Greylisted, please try again in 300 seconds" "$ANS"
@@ -395,6 +402,7 @@ fault_truncated() {
 	} END { print t + 0, all + 0 }')
 	truncate -s "$cut" "$DB"
 	for i in $(seq 20); do
+		# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 		flt_ask $(flt_known "$i")
 		grep -q 'fail-open' "$D/asklog" && break
 		expect "file cut short: an intact record is found (s$i)" "DUNNO" "$ANS"
@@ -516,6 +524,7 @@ fault_kill() {
 
 	# One request after the storm, to find damage a killed writer left
 	# (and repair it before the checks).
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "SIGKILL: a request after the storm gets DUNNO" DUNNO "$ANS"
 	flt_answers "SIGKILL, after" 1
@@ -569,6 +578,7 @@ fault_split() {
 			( GL_INO=$ino GL_SIGNAL_AT=$k GL_SIGNAL=$(kill -l $sig) \
 			  LD_PRELOAD=$WORK/faults-preload.so "$GREYLISTD" --db="$DB" \
 			  --log-file="$D/log" < "$D/split.in" > /dev/null; true ) 2>/dev/null
+			# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 			flt_ask $(flt_known 1)
 			flt_dump "$D/after"
 			want="$want $k:0"
@@ -623,6 +633,7 @@ fault_stop() {
 	fi
 	check "SIGSTOP: the stopped writer holds the exclusive lock" \
 		bash -c "! flock -n -s '$DB' true"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "SIGSTOP (writer): a known passed triplet gets DUNNO" DUNNO "$ANS"
 	flt_log "SIGSTOP (writer): logged as lock not had" "$(flt_failopen "$lock").*sender=s1@seed\.example,"
@@ -653,6 +664,7 @@ fault_stop() {
 	if ! flt_stop_holder ex sender=killed@stop.example; then
 		fail "SIGSTOP: a writer stops while it holds the lock"; flt_unhold; return
 	fi
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 2)
 	flt_log "SIGSTOP then SIGKILL: logged as lock not had" "$(flt_failopen "$lock").*sender=s2@seed\.example,"
 	flt_unhold
@@ -661,9 +673,11 @@ fault_stop() {
 	flt_kept "SIGSTOP then SIGKILL, cleared" "$D/before2"
 
 	# a reader stopped with the shared lock: readers go on, writers wait
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	if ! flt_stop_holder sh $(flt_known 3); then
 		fail "SIGSTOP: a reader stops while it holds the lock"; flt_unhold; return
 	fi
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 4)
 	expect "SIGSTOP (reader): a known passed triplet still passes" DUNNO "$ANS"
 	flt_log "SIGSTOP (reader): logged as found" "action=pass, reason=triplet found, .*sender=s4@seed\.example,"
@@ -685,6 +699,7 @@ fault_stop() {
 flt_in_namespace() {
 	{
 		declare -f pass fail skip check expect expect_grep req newdir stop
+		# shellcheck disable=SC2046 # function names: one word each, split on purpose
 		declare -f $(compgen -A function flt_) $(compgen -A function fault_)
 		declare -p GREYLISTD WORK RESULTS FLT_LIMIT_MS FLT_PENDING FLT_EXPIRY
 	} > "$WORK/faults-ns.sh"
@@ -705,6 +720,7 @@ fault_readonly() {
 	flt_seed 20
 	flt_dump "$D/before"
 	mount -o remount,ro "$D/mnt"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "read-only: a known passed triplet passes (a reader writes nothing)" DUNNO "$ANS"
 	flt_log "read-only: logged as found" "action=pass, reason=triplet found, .*sender=s1@seed\.example,"
@@ -738,6 +754,7 @@ fault_full() {
 	long=$(head -c 200 /dev/zero | tr '\0' l)
 	{
 		for i in $(seq $n); do req sender="$long$i@full.example"; done
+		# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 		req $(flt_known 1)
 		req $FLT_PENDING
 	} > "$D/in"
@@ -821,6 +838,7 @@ fault_dir_missing() {
 	flt_dump "$D/before"
 	mv "$D/data" "$D/data.away"
 	why="cannot open $(flt_re "$DB"): No such file or directory"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "directory missing: a known triplet gets DUNNO" DUNNO "$ANS"
 	flt_log "directory missing: the log says the file cannot be opened, and why" \
@@ -882,6 +900,7 @@ fault_dir_unwritable() {
 
 	# ... until the file is damaged: it cannot be moved aside
 	yes garbage | head -c 4096 | dd of="$DB" conv=notrunc status=none
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	expect "directory unwritable, file damaged: DUNNO" DUNNO "$ANS"
 	flt_log "directory unwritable, file damaged: the fault, then why the maintenance cannot move it aside" \
@@ -891,6 +910,7 @@ fault_dir_unwritable() {
 	# cleared: the directory is greylistd's again; the damaged file is
 	# moved aside and a fresh one started (its records went with it)
 	chown nobody "$D/data"
+	# shellcheck disable=SC2046 # flt_known's attributes: one word each, split on purpose
 	flt_ask $(flt_known 1)
 	flt_log "directory writable again: the damaged file is moved aside" \
 		"$(flt_failopen "database damaged, repair scheduled").*sender=s1@seed\.example," \

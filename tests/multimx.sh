@@ -155,6 +155,7 @@ mm_sd_units() {
 		> "$u/greylistd@.service.d/delay.conf"
 	sed "s|^ListenStream=.*|ListenStream=$MM_GL:10024|" "$SD_SOCKET" > "$u/glnofree.socket"
 	cp "$SD_SERVICE" "$u/glnofree@.service"
+	# shellcheck disable=SC2034 # tests/systemd.sh's
 	SD_WANTS=greylistd.socket
 	printf 'client %s\n' "${MM_ADDR[mx1]}" "${MM_ADDR[mx2]}" > "$D/upper/etc/greylistd/whitelist"
 }
@@ -589,6 +590,7 @@ t_multimx() {
 
 	mm_verify
 	if why=$(mm_cannot_run); then skip "multimx: MX hosts in network namespaces" "$why"; return; fi
+	# shellcheck disable=SC2034 # SD_UPID: tests/systemd.sh's
 	MM_STATE=() MM_SSA='' MM_GLD=$WORK/multimx-gl SD_PID='' SD_UPID='' SD_CG=''
 	PF_RCPT=bob@dest.test
 
@@ -611,6 +613,7 @@ t_multimx() {
 
 	left=$(mm_left)
 	expect "multimx: no namespace, process or cgroup left behind" "" "$(echo "$left" | tr '\n' ' ' | sed 's/ $//')"
+	# shellcheck disable=SC2034 # tests/postfix.sh's, set back for the groups after this one
 	PF_FROM=alice@sender.test
 
 	if [ ${#old_trap[@]} -ge 3 ]; then trap -- "${old_trap[2]}" EXIT; else trap - EXIT; fi

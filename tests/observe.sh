@@ -186,12 +186,14 @@ ob_node_exporter() {
 	fi
 	mkdir -p "$D/textfile"
 	ln -s "$D/dir/greylistd.prom" "$D/textfile/greylistd.prom"
+	# shellcheck disable=SC2034 # tests/mta-lib.sh's
 	NS_SPAWNED='' NS_PID=''
 	eval "old_trap=($(trap -p EXIT))"
 	# shellcheck disable=SC2064 # the old command is wanted as it is now
 	trap "ns_stop; ${old_trap[2]:-}" EXIT
 	if ! ns_start "$D" metrics.test; then
 		fail "a private network namespace for node_exporter" "unshare failed"
+		# shellcheck disable=SC2064 # the old command is wanted as it is now
 		trap "${old_trap[2]:-:}" EXIT
 		return
 	fi
@@ -204,6 +206,7 @@ ob_node_exporter() {
 	done
 	printf '%s\n' "$out" > "$D/scrape"
 	ns_stop
+	# shellcheck disable=SC2064 # the old command is wanted as it is now
 	trap "${old_trap[2]:-:}" EXIT
 	expect "node_exporter $(sed -n 's/^prometheus-node-exporter_\([^_]*\)_.*/\1/p' "$root/.debs") (Debian) serves the file's figures" \
 		"$(ob_metric greylistd_records 'kind="pending"') $(ob_metric greylistd_pass_delay_seconds_count)" \
@@ -253,6 +256,7 @@ ob_live_units() {
 	mkdir -p "$D/upper/var/lib/prometheus/node-exporter"
 	ln -s "$(sed -n 's/^METRICS_FILE = //p' "$OB_SRC/Makefile")" \
 		"$D/upper/var/lib/prometheus/node-exporter/greylistd.prom"
+	# shellcheck disable=SC2034 # tests/systemd.sh's
 	SD_WANTS="greylistd.socket greylistd-metrics.timer"
 	req > "$D/upper/gltest/req.rcpt"
 }
@@ -427,6 +431,7 @@ t_html() {
 	newdir html
 	ob_page_bound
 	if why=$(ob_cannot_browse); then skip "report --html in a browser" "$why"; return; fi
+	# shellcheck disable=SC2034 # tests/mta-lib.sh's
 	NS_SPAWNED='' NS_PID=''
 	if ! ns_start "$D" html.test; then
 		skip "report --html in a browser" "no network namespace (unshare --net) to keep the browser off the network"; return

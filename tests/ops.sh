@@ -500,6 +500,7 @@ probe_latency() {
 		n=$((n + 1))
 		sleep 0.01
 	done
+	# shellcheck disable=SC1083,SC2093 # bash closes the fd in PROBE[1]; shellcheck 0.9 reads {PROBE[1]} as a word
 	exec {PROBE[1]}>&-
 	wait "$PROBE_PID" 2>/dev/null
 	echo "$n $max" > "$outf"

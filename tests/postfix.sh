@@ -89,6 +89,7 @@ pf_listening() {
 # spawn service, failing open). With NETNS, every program of the instance
 # runs in that network namespace (see pf_in), and its myhostname is
 # NAME.greylistd.test.
+# shellcheck disable=SC2120 # the other groups pass NAME, POLICY and NETNS (tests/beyond.sh, milter.sh, multimx.sh, redis.sh)
 pf_setup() {
 	local name=${1:-postfix} host=mx.greylistd.test
 	local policy=${2:-unix:private/greylistd, default_action=DUNNO}

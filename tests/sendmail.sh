@@ -339,6 +339,7 @@ t_sendmail() {
 	if ! SM_ROOT=$(deb_root sendmail sendmail-bin sendmail-base sendmail-cf); then
 		skip "sendmail" "no Sendmail from Debian's archive: $SM_ROOT"; return
 	fi
+	# shellcheck disable=SC2034 # tests/mta-lib.sh's
 	NS_SPAWNED='' NS_PID='' SM_PID='' SM_LAST_QUEUED=''
 	PF_MASTER=${PF_MASTER:-} PF_SINK=${PF_SINK:-}
 	eval "old_trap=($(trap -p EXIT))"
