@@ -135,17 +135,17 @@ t_bad_input() {
 # same_key NAME REQ1-ARGS REQ2-ARGS - the second request finds the first's
 # record (early-retry), so both map to one key
 same_key() {
-	local name=$1 a=$2 b=$3
+	local name=$1 first=$2 second=$3
 	newdir "key-$name"
-	{ req $a; req $b; } | gl >/dev/null
+	{ req $first; req $second; } | gl >/dev/null
 	expect_grep "$name" 'reason=early-retry' "$D/log"
 }
 
 # other_key NAME REQ1-ARGS REQ2-ARGS - the two requests are both new
 other_key() {
-	local name=$1 a=$2 b=$3
+	local name=$1 first=$2 second=$3
 	newdir "key-$name"
-	{ req $a; req $b; } | gl >/dev/null
+	{ req $first; req $second; } | gl >/dev/null
 	expect "$name" 2 "$(grep -c 'reason=new' "$D/log")"
 }
 

@@ -152,7 +152,7 @@ C=$W/client
 
 # greylistd as shipped: with the repository's whitelist (postgrey reads
 # Debian's /etc/postgrey lists), when this greylistd knows --whitelist
-GL_OPTS=(--delay=$DELAY "--greylist-text=$TEXT")
+GL_OPTS=("--delay=$DELAY" "--greylist-text=$TEXT")
 if [ -f "$ROOT/whitelist" ] \
    && "$GREYLISTCTL" check "--whitelist=$ROOT/whitelist" >/dev/null 2>&1; then
 	GL_OPTS+=("--whitelist=$ROOT/whitelist")

@@ -354,11 +354,11 @@ pg_stop() {
 # 1.37 loses a request whose lines are split between two reads when
 # requests are pipelined)
 pg_ask() {
-	local r= line
+	local request='' line
 	while IFS= read -r line; do
-		if [ -n "$line" ]; then r+="$line"$'\n'; continue; fi
-		printf '%s\n' "$r" | socat -t 5 - "UNIX-CONNECT:$1/sock"
-		r=
+		if [ -n "$line" ]; then request+="$line"$'\n'; continue; fi
+		printf '%s\n' "$request" | socat -t 5 - "UNIX-CONNECT:$1/sock"
+		request=''
 	done
 }
 

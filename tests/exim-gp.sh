@@ -51,7 +51,7 @@ eg_dump() { "$GREYLISTCTL" dump --db="$EG_P/db" | awk '$1 == "T" { print $5, $6,
 
 # eg_protocol - the protocol on its own
 eg_protocol() {
-	local t0 ssa sleeper long words i L
+	local t0 ssa sleeper long words L
 
 	newdir exim-gp-protocol
 	EG_P=$D EG_SOCK=$D/gp.sock L=$D/log
@@ -155,7 +155,7 @@ eg_protocol() {
 	expect "every answer was exactly true or false ($(wc -l < "$D/answers") asked)" "" \
 		"$(awk '$2 != "true" && $2 != "false"' "$D/answers")"
 	stop $ssa
-	for i in $(seq 50); do [ -z "$(pgrep -P $ssa)" ] && break; sleep 0.1; done
+	for _ in $(seq 50); do [ -z "$(pgrep -P $ssa)" ] && break; sleep 0.1; done
 	expect "greylistd wrote nothing on stderr or stdout (systemd-socket-activate's own lines only)" "" \
 		"$(grep -vE '^(Listening on|Communication attempt|Connection from|Spawned|Execing) |^Child [0-9]+ died with code 0$|^Received SIG' "$D/ssa.out" | head -n 3)"
 	expect "no warning but those asked for, no error" "" \

@@ -787,7 +787,7 @@ fault_full() {
 # the old file is kept whole and the partial copy (under greylistctl's
 # own name) is removed.
 fault_reorganize_full() {
-	local now ans
+	local now
 	flt_mount reorganize-full size=4m || { fail "reorganize, full disk: mount a tmpfs"; return; }
 	now=$(date +%s)
 	awk -v now="$now" 'BEGIN {

@@ -371,7 +371,8 @@ ob_cannot_browse() {
 # ob_page_log DAYS PER_HOUR - bench/report-log.sh's synthetic log, and
 # five deferrals never retried of a recipient that is HTML (the most lost)
 ob_page_log() {
-	local i t=$(date -u -d @$(($(date +%s) - 7200)) +%Y-%m-%dT%H:%M:%S+0000)
+	local i t
+	t=$(date -u -d @$(($(date +%s) - 7200)) +%Y-%m-%dT%H:%M:%S+0000)
 	"$OB_SRC/bench/report-log.sh" log "$1" "$2" 7
 	for i in 1 2 3 4 5; do
 		echo "$t greylistd[9]: action=greylist, reason=new, client_name=evil.example, client_address=192.0.2.66, sender=e$i@evil.example, recipient=<img src=x onerror=alert(1)>\"&'@dest0.example"

@@ -143,9 +143,8 @@ ops_privacy() {
 
 # ops_owner - root writing a new database gives it the directory's owner
 ops_owner() {
-	local u
 	newdir owner
-	if [ "$(id -u)" -ne 0 ] || ! u=$(id -u nobody 2>/dev/null); then
+	if [ "$(id -u)" -ne 0 ] || ! id -u nobody >/dev/null 2>&1; then
 		skip "ownership of a file root creates" "needs root and the user nobody"; return
 	fi
 	chmod go+x "$WORK" "$D"		# mktemp made $WORK 0700
@@ -425,7 +424,7 @@ expiry_records() {
 # the old one) while requests go on; a file too big to copy quickly is left
 # to `greylistctl expire`.
 t_expiry_reorganize() {
-	local size0 size1 n max ino0 want
+	local size0 size1 n max ino0
 
 	newdir expiry-reorganize
 	expiry_records 100000 2 > "$D/in"

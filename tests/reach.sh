@@ -47,7 +47,7 @@ cat "$TMP"/*.ci | awk -v pwd="$PWD/" '
 	}' > "$TMP/graph"
 
 # the length of each defined function
-while read -r kind fn file line; do
+while read -r _ fn file line; do
 	end=$(awk -v s="$line" 'NR >= s && /^}/ { print NR; exit }' "$file")
 	echo "$fn $file $line $((end - line + 1))"
 done < <(grep '^node ' "$TMP/graph") > "$TMP/lengths"

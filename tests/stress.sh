@@ -283,7 +283,8 @@ t_stress() {
 		# ms: from connect to the end; for noread this includes the
 		# moments it takes to fill the socket buffers, so it bounds the
 		# time greylistd waited on the client from above
-		local out=$(cat "$D/$i.out") ms
+		local out ms
+		out=$(cat "$D/$i.out")
 		ms=$(echo "$out" | sed -n 's/.* ms=\([0-9]*\).*/\1/p')
 		# 3 s and 2 s for a loaded machine to run the processes
 		check "stress slow: $i: closed by greylistd at --timeout=3s, within 5 s ($out)" \

@@ -586,7 +586,7 @@ sd_boot() {
 		bash -c 'echo 0 > "$1/cgroup.procs" && exec unshare --cgroup bash "$2/inner.sh" "$2"' \
 		sh "$SD_CG" "$D" > "$D/unshare.out" 2>&1 &
 	SD_UPID=$!
-	for i in $(seq 200); do
+	for _ in $(seq 200); do
 		SD_PID=$(ps -o pid= --ppid $SD_UPID | tr -d ' ')
 		[ -n "$SD_PID" ] && [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = systemd ] && \
 			state=$(sd_in systemctl is-system-running 2>/dev/null) && \
@@ -602,7 +602,6 @@ sd_boot() {
 # sd_halt - end the systemd of sd_boot (its namespace's PID 1: all in it
 # die with it) and remove its cgroup; quiet, safe to call twice
 sd_halt() {
-	local i
 	if [ -n "${SD_PID:-}" ] && [ "$(cat "/proc/$SD_PID/comm" 2>/dev/null)" = systemd ]; then
 		kill -KILL "$SD_PID" 2>/dev/null
 	elif [ -n "${SD_UPID:-}" ]; then
@@ -614,7 +613,7 @@ sd_halt() {
 	[ -n "${SD_UPID:-}" ] && wait "$SD_UPID" 2>/dev/null
 	SD_PID='' SD_UPID=''
 	# the namespaces' last processes may still be exiting
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		[ -n "${SD_CG:-}" ] && [ -e "$SD_CG" ] || break
 		find "$SD_CG" -depth -type d -exec rmdir {} + 2>/dev/null
 		[ -e "$SD_CG" ] || break
