@@ -147,6 +147,7 @@ GREYLISTD=$(cd "$(dirname "$GREYLISTD")" && pwd)/$(basename "$GREYLISTD")
 GREYLISTCTL=${GREYLISTCTL:-$(dirname "$GREYLISTD")/greylistctl}
 [ -x "$GREYLISTCTL" ] || die "GREYLISTCTL=$GREYLISTCTL is not an executable"
 # the private redis-server: tests/redis.sh's rd_start and rd_cleanup
+# shellcheck source=tests/redis.sh
 [ "$REDIS" = 0 ] || . "$ROOT/tests/redis.sh"
 C=$W/client
 

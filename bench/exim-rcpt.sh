@@ -57,9 +57,9 @@ WORK=$(mktemp -d /tmp/greylistd-rcpt.XXXXXX)
 chmod 711 "$WORK"
 W=$WORK
 export WORK GREYLISTD GREYLISTCTL
-# shellcheck source=../tests/lib.sh
+# shellcheck source=tests/lib.sh
 . "$ROOT/tests/lib.sh"
-# shellcheck source=../tests/systemd.sh
+# shellcheck source=tests/systemd.sh
 . "$ROOT/tests/systemd.sh"
 PIDS=
 cleanup() {
@@ -255,7 +255,6 @@ b_units() {
 		for k in $(hardening); do VARIANTS="$VARIANTS no-$k"; done
 	fi
 	for k in $VARIANTS; do variant_units "$k"; done
-	# shellcheck disable=SC2034 # tests/systemd.sh's
 	SD_WANTS=$(for k in $VARIANTS; do printf '%s.socket ' "$k"; done)
 }
 
