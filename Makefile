@@ -71,9 +71,10 @@ BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 	     nettle-dev libhiredis-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     dnsmasq-base postgrey db5.3-util m4 \
-	     util-linux strace iproute2 cppcheck clang-tidy openbsd-inetd \
-	     valgrind man-db perl redis-server redis-tools debootstrap git \
-	     python3 python3-prometheus-client chromium $(FUZZ_DEPS)
+	     util-linux strace iproute2 cppcheck clang-tidy shellcheck \
+	     openbsd-inetd valgrind man-db perl redis-server redis-tools \
+	     debootstrap git python3 python3-prometheus-client chromium \
+	     $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev
 BENCH_DEPS = postgrey libberkeleydb-perl systemd time procps redis-server redis-tools

@@ -663,9 +663,14 @@ t_valgrind() {
 
 # --- static analysis ----------------------------------------------------------
 
+# t_analyze - tests/analyze.sh: the C analysers on the sources, shellcheck
+# on the shell scripts (its lines come last, from its "analyze: shellcheck:
+# VERSION, N scripts" on)
 t_analyze() {
-	local out tool
+	local out sc tool
 	out=$(tests/analyze.sh 2>&1)
+	sc=$(echo "$out" | sed -n '/^analyze: shellcheck: /,$p')
+	out=$(echo "$out" | sed '/^analyze: shellcheck: /,$d')
 	for tool in "gcc -fanalyzer" cppcheck clang-tidy; do
 		if echo "$out" | grep -q "^analyze: $tool: clean"; then
 			pass "$tool finds nothing"
@@ -673,6 +678,14 @@ t_analyze() {
 			fail "$tool finds nothing" "$(echo "$out" | grep -v '^analyze' | head -n 20)"
 		fi
 	done
+	if echo "$sc" | grep -q '^analyze: shellcheck: NOT INSTALLED'; then
+		skip "shellcheck finds nothing in the shell scripts" "shellcheck is missing (Debian package shellcheck)"
+	elif echo "$sc" | grep -q '^analyze: shellcheck: clean'; then
+		pass "shellcheck -S warning -x finds nothing in the shell scripts ($(echo "$sc" | sed -n 's/^analyze: shellcheck: .*, \([0-9]*\) scripts.*/\1/p') of them)"
+	else
+		fail "shellcheck -S warning -x finds nothing in the shell scripts" \
+			"$(echo "$sc" | grep -v '^analyze' | head -n 20)"
+	fi
 }
 
 # --- whitelists ------------------------------------------------------------

@@ -1,16 +1,19 @@
 #!/bin/sh
 # tests/analyze.sh - static analysis of greylistd's sources: gcc
-# -fanalyzer, cppcheck and clang-tidy.
+# -fanalyzer, cppcheck and clang-tidy; and shellcheck over the project's
+# shell scripts.
 #
 #   tests/analyze.sh [FILE...]   (FILE defaults to every .c file of the
 #                                 program: greylistd.c, greylistctl.c and
-#                                 the modules greylist.h lists)
+#                                 the modules greylist.h lists; shellcheck
+#                                 checks every script either way)
 #
 # Every finding is printed as FILE:LINE:COL: severity: text [check]. The
-# script exits 0 only when all three analysers ran and reported nothing;
+# script exits 0 only when all four analysers ran and reported nothing;
 # 1 when any reported a finding; 2 when an analyser is missing (a missing
-# tool is a failure, never a silent pass). The last line is
-# "analyze: N passed, N failed", one count per analyser.
+# tool is a failure, never a silent pass; test.sh's analyze group reports
+# a missing shellcheck as a SKIP, the C analysers' as a FAIL). The last
+# line is "analyze: N passed, N failed", one count per analyser.
 #
 # Choices, so that a reviewer can judge them:
 #
@@ -61,10 +64,26 @@
 #   -Wimplicit-fallthrough). It is not given _FORTIFY_SOURCE: clang-tidy
 #   does not optimise, and without -O glibc ignores the macro (and warns).
 #
-# Takes 5 to 20 seconds on 2 cores, growing with the file (10 s at 3,000
-# lines, most of it clang-tidy and gcc). Needs the Debian packages gcc, make, cppcheck
-# and clang-tidy, and the build dependencies (libgdbm-dev,
-# libsystemd-dev) for the headers.
+# For shellcheck, -S warning -x over every shell script of the tree: each
+#   tracked *.sh file and each tracked file whose #! line runs sh or bash
+#   (git ls-files, so that a new script is checked without being named
+#   here; in a tree that is not a git checkout, such as the fresh group's
+#   git archive, the same files found under the tree). -S warning: errors
+#   and warnings, not the info and style notes (SC2086 on every $var
+#   split on purpose). -x follows the files a script sources, from the
+#   top of the tree, where their paths and source= directives start, so
+#   that functions and variables defined in one file are known in the
+#   other. --norc: no ~/.shellcheckrc changes the verdict; what is
+#   disabled is disabled in the scripts, on the line, with the reason
+#   (# shellcheck disable=SCxxxx # reason). The scripts are checked one
+#   per process, as many at once as there are CPUs: test.sh, which
+#   sources the others, takes most of the time.
+#
+# Takes 5 to 20 seconds on 2 cores for the C analysers, growing with the
+# file (10 s at 3,000 lines, most of it clang-tidy and gcc), and about
+# SC_SECONDS more for shellcheck. Needs the Debian packages gcc, make,
+# cppcheck, clang-tidy and shellcheck, and the build dependencies
+# (libgdbm-dev, libsystemd-dev) for the headers.
 
 set -u
 
@@ -115,6 +134,19 @@ verdict() {
 
 # now - seconds since the epoch, for the timings
 now() { date +%s; }
+
+# shell_scripts - the tree's shell scripts, one a line: every *.sh file and
+# every file whose first line is a #! of sh or bash (bash, dash, env bash)
+shell_scripts() {
+	{
+		if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+			git ls-files -z
+		else
+			find . -name .git -prune -o -type f -print0 | sed -z 's|^\./||'
+		fi
+	} | xargs -0 awk 'FILENAME ~ /\.sh$/ || /^#! *([^ ]*\/)?(env +)?(ba|da)?sh( |$)/ { print FILENAME }
+		{ nextfile }' 2>/dev/null | LC_ALL=C sort -u
+}
 
 # makevar VAR... - the values of Makefile variables, as `make` expands them
 makevar() {
@@ -224,6 +256,37 @@ if [ $have_tidy = 1 ] && [ $have_make = 1 ]; then
 	verdict clang-tidy "$rc" "$TMP/clang-tidy.txt" $(($(now) - t0))
 else
 	absent clang-tidy
+fi
+
+# the shell scripts: shellcheck (asked for here: its lines come last)
+if have shellcheck shellcheck; then
+	shell_scripts >"$TMP/scripts"
+	say "shellcheck: $(shellcheck --version | sed -n 's/^version: //p'), $(wc -l <"$TMP/scripts") scripts$(git rev-parse --is-inside-work-tree >/dev/null 2>&1 || echo " (not a git checkout: the scripts found under the tree)")"
+	t0=$(now)
+	mkdir "$TMP/sc"
+	# one process a script, CPUs at once, each into a file of its own
+	# numbered as listed, so that the findings come out in the list's
+	# order; started by how many files each sources, most first (test.sh,
+	# which sources the others, is the longest to check)
+	n=0
+	while IFS= read -r f; do
+		n=$((n + 1))
+		printf '%d %05d %s\n' "$(grep -cE '^[[:space:]]*(\.|source)[[:space:]]' "$f")" "$n" "$f"
+	done <"$TMP/scripts" | sort -k1,1nr -k2,2n \
+		| awk '{ n = $2; sub(/^[0-9]+ [0-9]+ /, ""); printf "%s%c%s%c", $0, 0, n, 0 }' \
+		| xargs -0 -n 2 -P "$(nproc 2>/dev/null || echo 1)" sh -c \
+			'shellcheck -S warning -x --norc -f gcc "$1" >"$0/$2" 2>&1; echo $? >"$0/$2.rc"' "$TMP/sc"
+	rc=0
+	: >"$TMP/shellcheck.out"
+	for f in "$TMP"/sc/*.rc; do
+		[ -e "$f" ] || continue
+		cat "${f%.rc}" >>"$TMP/shellcheck.out"
+		[ "$(cat "$f")" -eq 0 ] || rc=$(cat "$f")
+	done
+	[ -s "$TMP/scripts" ] || { echo "no shell script found" >>"$TMP/shellcheck.out"; rc=2; }
+	verdict shellcheck "$rc" "$TMP/shellcheck.out" $(($(now) - t0))
+else
+	say "shellcheck: not run"
 fi
 
 say "$passed passed, $failed failed"
