@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # fuzz/fuzz.sh - the fuzz targets as a test group (sourced by test.sh).
 #
 # t_fuzz replays every kept crash (fuzz/regressions/TARGET/) and every

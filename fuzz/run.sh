@@ -187,7 +187,7 @@ build() {
 		"$SRC"/*.h "$HERE/run.sh" "$OUT/obj/flags" "${objs[@]}"; then
 		# Built beside and renamed, so that a concurrent run never
 		# sees half. -iquote: #include "greylistd.c" is the tree's.
-		# shellcheck disable=SC2086
+		# shellcheck disable=SC2086,SC2046 # the flags and libraries split on purpose
 		$CC $CFLAGS -iquote "$SRC" -o "$bin.tmp.$$" "$HERE/fuzz_$t.c" \
 			"${objs[@]}" $(target_libs "$t") \
 			> "$OUT/logs/build-$t.log" 2>&1 \
