@@ -109,9 +109,14 @@ target_objects() {
 	for m in config log triplet rule whitelist db redis; do
 		[ "$m" = "$inc" ] || echo "$m"
 	done
+	# greylistctl's own modules (the Makefile's CTL_OBJS): report uses
+	# say(), print_escaped(), snap_take() of greylistctl.c, whose main()
+	# reaches the others
 	case $1 in
-	report) echo greylistctl ;;	# say(), print_escaped(), snap_take()
-	dump) echo report ;;		# greylistctl.c's main() calls it
+	report|dump)
+		for m in greylistctl stats report html explain postgrey; do
+			[ "$m" = "$inc" ] || echo "$m"
+		done ;;
 	esac
 }
 
