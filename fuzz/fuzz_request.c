@@ -1,6 +1,6 @@
 /*
- * fuzz_request - greylistd.c's request reader and parser, then the parts
- * of the serve path that need no database, under libFuzzer.
+ * fuzz_request - greylistd.c's request reader and parser, then the
+ * answer to each request (with a store of scenarios), under libFuzzer.
  *
  * The bytes are a connection: they are put in a memfd that serves as the
  * connection's input, and read_request() reads them through the real
@@ -17,26 +17,43 @@
  * greylistd reads given twice, or no request=smtpd_access_policy is a
  * violation.
  *
- * Each request that parses then goes through make_triplet() (client_net,
- * normalise_sender, lower), whitelisted() with the whitelist set of
- * greylistd.c (loaded by wl_load, as wl_refresh does), a verdict (the
- * real one when the whitelist decides, else one the database could
- * give), log_decision() into the --log-file (a memfd, opened by
- * log_open) and format_reply(), with these invariants:
+ * Each request that parses is then answered by the real answer(): judge
+ * (wl_refresh, policy: make_triplet, wl_match, the store), the decision
+ * log into the --log-file (a memfd, opened by log_open), --defer-at=data
+ * (at_data) and format_reply, the reply written to a memfd. The store is
+ * fuzz_store.h's: the GDBM file's look-up (db_greylist) is replaced by
+ * the real rule (decide) over the records of a scenario the input picks.
+ * A model says, on its own, what must come of each request: not RCPT, a
+ * bad request (and why), a whitelist's pass, or the store's verdict (new,
+ * early, first pass, pass, AWL, fail-open; with --learn, learning instead
+ * of new or early); with --defer-at=data, which RCPT deferrals are held
+ * (answered DUNNO) and which DATA request is deferred for its message,
+ * with how many recipients and the longest wait, and when the warning of
+ * deferrals that met no DATA request is due (once per connection). The
+ * invariants:
  *   - attribute values hold no NUL, CR or newline;
  *   - make_triplet accepts exactly what inet_pton accepts, and its
  *     address, network and auto-whitelist key are consistent with the
  *     prefix lengths; the recipient is the value in ASCII lower case;
  *     the normalised sender is no longer than the value;
- *   - wl_client gives only client entries, wl_recipient only recipient
- *     entries; a match that gives up logs only its warning;
- *   - a reply starts with "action=", ends with "\n\n" and is otherwise
- *     printable ASCII;
+ *   - wl_match's entry is of the kind its verdict says; a match that
+ *     gives up logs only its warning;
+ *   - the store is asked exactly when no earlier rule decides;
+ *   - the log holds, in order, the auto-whitelist's line when the client
+ *     joined it, the decision line, the --defer-at=data warning and the
+ *     DATA request's decision line (no recipient=), and nothing else;
+ *     each decision line is printable, starts with the queue id and the
+ *     verdict's action, gives the model's reason, and log_field (what
+ *     greylistctl report reads it with) gives back each value that was
+ *     not cut, and none that was not logged;
  *   - log_value's output is printable ASCII, at most LOG_VALUE_MAX + 3
  *     bytes, and unescapes to (a prefix of) the value;
- *   - the decision line is one printable line, and log_field (what
- *     greylistctl report reads it with) gives back each value that was
- *     not cut, and none that was not logged.
+ *   - a reply is one printable "action=..." line and an empty line; a
+ *     deferral is the one format_reply makes of the request it answers
+ *     (a deferred DATA request names its first deferred recipient for
+ *     %r); a held deferral and every other pass is DUNNO, but a first
+ *     pass, which gets the header once per message; --learn never
+ *     defers.
  *
  * Input: a 4-byte header, then the connection's bytes.
  *   h[0] & 3 == 3	a filler of complete requests comes first, so that
@@ -49,6 +66,8 @@
  *   h[0] & 0x20	--lookup-by-host
  *   h[0] >> 6		which templates and action (valid ones)
  *   h[1] % 33		--ipv4cidr;  h[2] % 129: --ipv6cidr
+ *   h[3] & 0x80	--learn;  h[3] & 0x40: --defer-at=data
+ *   h[3] + N		the store's scenario for the N-th request
  */
 
 #include "fuzz.h"
@@ -75,12 +94,16 @@ static ssize_t fz_read(int fd, void *buf, size_t n)
 
 #define read(fd, buf, n) fz_read(fd, buf, n)
 #define main greylistd_main
+#define db_greylist fz_db_greylist
 #include "greylistd.c"
+#undef db_greylist
 #undef main
 #undef read
 
-/* The log file (a memfd), as this process sees it. */
-static int log_mem = -1;
+#include "fuzz_store.h"
+
+/* The log file (a memfd), as this process sees it; the replies. */
+static int log_mem = -1, out_fd = -1;
 
 /* The first 12 bytes of an IPv4-mapped IPv6 address. */
 static const unsigned char v4mapped[12] =
@@ -283,39 +306,40 @@ static int check_triplet(const struct request *r, struct triplet *t)
 	return 0;
 }
 
-/* check_log - the decision line, read back as `greylistd report` does */
-static void check_log(const struct request *r, const struct outcome *o)
+/* check_decision - one decision line (NUL-terminated, without its
+ * newline), read back as `greylistctl report` does: the action and reason
+ * of o, and the values of r that it logs */
+static void check_decision(const char *s, const struct request *r,
+			   const struct outcome *o)
 {
 	static char got[MAX_LINE];
-	const char *line, *msg;
-	size_t len, i;
-	char *s;
+	char reason[240], qid[LOG_VALUE_MAX + 8];
+	const char *line, *msg, *f;
+	size_t i;
 
-	log_decision(r, o);
-	s = fz_take(log_mem, &len);
-	if (!verdicts[o->v].action) {
-		CHECK(len == 0, "a line logged for no decision: %s", s);
-		return;
-	}
-	CHECK(len > 0 && s[len - 1] == '\n'
-	      && memchr(s, '\n', len) == s + len - 1,
-	      "the decision is not one line: %s", s);
-	CHECK(fz_printable(s, len - 1), "a non-printable in the log: %s", s);
+	CHECK(fz_printable(s, strlen(s)), "a non-printable in the log: %s", s);
 	line = strstr(s, "]: ");
 	CHECK(line, "no \"greylistd[PID]: \" in %s", s);
 	msg = line + 3;
 	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {
-		msg = strstr(msg, ": action=");
-		CHECK(msg, "no queue id before the action: %s", s);
-		msg += 2;
+		log_value(qid, sizeof(qid), r->attr[A_QUEUE_ID]);
+		CHECK(strncmp(msg, qid, strlen(qid)) == 0
+		      && strncmp(msg + strlen(qid), ": ", 2) == 0,
+		      "not the queue id %s first: %s", qid, s);
+		msg += strlen(qid) + 2;
 	}
-	CHECK(strncmp(msg, "action=", 7) == 0, "not action= first: %s", s);
-	s[len - 1] = 0;
+	CHECK(strncmp(msg, "action=", 7) == 0
+	      && strncmp(msg + 7, verdicts[o->v].action,
+			 strlen(verdicts[o->v].action)) == 0,
+	      "not action=%s first: %s", verdicts[o->v].action, s);
+	f = log_field(msg, "reason", got, sizeof(got));
+	verdict_reason(o, reason, sizeof(reason));
+	CHECK(f && strcmp(f, reason) == 0, "reason=%s wanted: %s", reason, s);
 	for (i = 0; i < NLOGGED; i++) {
 		const char *v = r->attr[logged_attrs[i].id];
-		const char *f = log_field(msg, attr_names[logged_attrs[i].id],
-					  got, sizeof(got));
 
+		f = log_field(msg, attr_names[logged_attrs[i].id], got,
+			      sizeof(got));
 		if (!v || !*v) {
 			CHECK(!f, "%s read back though not logged: %s",
 			      attr_names[logged_attrs[i].id], s);
@@ -330,48 +354,245 @@ static void check_log(const struct request *r, const struct outcome *o)
 }
 
 /* check_reply - one action line and an empty line, printable */
-static void check_reply(const struct request *r, const struct outcome *o,
-			int prepend)
+static void check_reply(const char *reply, size_t n)
 {
-	char reply[MAX_REPLY];
-	size_t n = format_reply(reply, sizeof(reply), r, o, prepend);
-
-	CHECK(n == strlen(reply), "reply length %zu", n);
+	CHECK(n == strlen(reply), "a NUL in the reply");
 	CHECK(n >= 9 && strncmp(reply, "action=", 7) == 0
-	      && reply[n - 2] == '\n' && reply[n - 1] == '\n',
+	      && reply[n - 2] == '\n' && reply[n - 1] == '\n'
+	      && memchr(reply, '\n', n) == reply + n - 2,
 	      "reply not action=...\\n\\n: %s", reply);
 	CHECK(fz_printable(reply, n - 2), "reply not printable: %s", reply);
 }
 
-/* The database's verdicts, simulated: the whitelist's are real. */
-static const enum verdict db_verdicts[] =
-	{ V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_FAIL_OPEN };
+/* is_gave_up - the line the whitelist logs when a regex gives up:
+ * "warning: FILE:LINE: the regular expression gave up (WHY); taken as no
+ * match", FILE one of the target's (a value in a decision line may hold
+ * any of these words, but not right after "greylistd[PID]: ") */
+static int is_gave_up(const char *line)
+{
+	static const char end[] = "; taken as no match";
+	const char *p = strstr(line, "]: ");
+	size_t n = strlen(line);
+
+	return p && strncmp(p + 3, "warning: /proc/self/fd/", 23) == 0
+		&& strstr(p, ": the regular expression gave up (")
+		&& n > sizeof(end) && strcmp(line + n - sizeof(end) + 1, end)
+		== 0;
+}
+
+/* next_line - the next log line of *p, NUL-terminated in place, NULL at
+ * the end; the whitelist's gave-up warnings skipped when "skip" (they
+ * come first: the matching is the first thing policy() logs) */
+static char *next_line(char **p, char *end, int skip)
+{
+	char *line, *nl;
+
+	for (;;) {
+		if (*p >= end)
+			return NULL;
+		line = *p;
+		nl = memchr(line, '\n', (size_t)(end - line));
+		CHECK(nl, "a log line without its newline: %s", line);
+		*nl = 0;
+		*p = nl + 1;
+		if (!skip || !is_gave_up(line))
+			return line;
+	}
+}
 
 /* check_gave_up - what the whitelist logged: nothing, or only that a
  * regex gave up (once per entry) */
 static void check_gave_up(void)
 {
 	size_t len;
-	char *s = fz_take(log_mem, &len), *line, *nl;
+	char *s = fz_take(log_mem, &len), *line;
 
-	for (line = s; line < s + len; line = nl + 1) {
-		nl = memchr(line, '\n', (size_t)(s + len - line));
-		CHECK(nl, "a log line without its newline: %s", line);
-		*nl = 0;
-		CHECK(strstr(line, "]: warning: ")
-		      && strstr(line, ": the regular expression gave up ("),
-		      "the whitelist logged: %s", line);
-	}
+	line = next_line(&s, s + len, 1);
+	CHECK(!line, "the whitelist logged: %s", line);
 }
 
-/* check_policy - policy() up to the database, then answer and log */
-static void check_policy(const struct request *r, unsigned k)
+/* expect - the verdict policy() must give before the store (V_NEW: the
+ * store decides), found on its own: the stage, the attributes a triplet
+ * needs, make_triplet against inet_pton, the whitelist (wl_match, whose
+ * entry must be of the kind its verdict says) */
+static void expect(const struct request *r, struct triplet *t,
+		   struct outcome *o)
 {
-	static struct triplet t;
-	static char tmp[MAX_LINE + 1];
+	static const enum attr_id needed[] =
+		{ A_CLIENT_ADDRESS, A_SENDER, A_RECIPIENT };
 	const char *state = r->attr[A_PROTOCOL_STATE];
 	const struct wl_entry *e;
-	struct outcome o;
+	size_t i;
+
+	memset(o, 0, sizeof(*o));
+	if (state && strcmp(state, "RCPT") != 0) {
+		o->v = V_NOT_RCPT;
+		return;
+	}
+	for (i = 0; i < 3; i++)
+		if (!r->attr[needed[i]]) {
+			o->v = V_BAD_REQUEST;
+			snprintf(o->why, sizeof(o->why), "bad request (no %s)",
+				 attr_names[needed[i]]);
+			return;
+		}
+	if (check_triplet(r, t) != 0) {
+		o->v = V_BAD_REQUEST;
+		snprintf(o->why, sizeof(o->why), "bad request (client_address"
+			 " is not an IP address)");
+		return;
+	}
+	e = wl_match(&whitelists, t, r->attr[A_CLIENT_NAME], &o->v);
+	CHECK(o->v == V_NEW ? !e : o->v == V_WL_CLIENT ? e->kind == WL_NET
+	      || e->kind == WL_HOST || e->kind == WL_CLIENT_RE
+	      : o->v == V_WL_RCPT && (e->kind == WL_USER
+				      || e->kind == WL_ADDRESS
+				      || e->kind == WL_DOMAIN
+				      || e->kind == WL_RCPT_RE),
+	      "wl_match: verdict %d, an entry of kind %d", o->v,
+	      e ? (int)e->kind : -1);
+	check_gave_up();
+}
+
+/* The model of --defer-at=data on one connection: the message whose
+ * deferrals are held, and the header's message. */
+static struct {
+	char inst[MAX_LINE + 1], rcpt[MAX_LINE + 1], header[MAX_LINE + 1];
+	unsigned rcpts, deferred;
+	long long seconds;
+	int data_seen, warned;
+} mh;
+
+enum { H_ANSWER, H_HELD, H_DATA };
+
+/* model_held - what --defer-at=data makes of request r with outcome o
+ * (instance set): H_HELD, answered DUNNO; H_DATA, the message deferred at
+ * its DATA request (o becomes that outcome); else H_ANSWER. *warn: the
+ * warning of deferrals that met no DATA request is due. */
+static int model_held(const struct request *r, struct outcome *o, int *warn)
+{
+	const char *inst = r->attr[A_INSTANCE], *state;
+	int data;
+
+	state = r->attr[A_PROTOCOL_STATE];
+	data = state && strcmp(state, "DATA") == 0;
+	*warn = 0;
+	if (strcmp(mh.inst, inst) != 0) {
+		*warn = mh.deferred && !mh.data_seen && !mh.warned;
+		mh.warned |= *warn;
+		snprintf(mh.inst, sizeof(mh.inst), "%s", inst);
+		mh.rcpts = mh.deferred = 0;
+		mh.seconds = 0;
+	}
+	mh.data_seen |= data;
+	if (data && mh.deferred) {
+		memset(o, 0, sizeof(*o));
+		o->v = V_DATA;
+		o->seconds = mh.seconds;
+		snprintf(o->why, sizeof(o->why), "defer-at-data (%u of %u"
+			 " recipients greylisted)", mh.deferred, mh.rcpts);
+		mh.deferred = 0;
+		return H_DATA;
+	}
+	if (data || o->v == V_NOT_RCPT)
+		return H_ANSWER;
+	mh.rcpts++;
+	if (!verdicts[o->v].defer)
+		return H_ANSWER;
+	if (!mh.deferred++)
+		snprintf(mh.rcpt, sizeof(mh.rcpt), "%s", r->attr[A_RECIPIENT]);
+	if (o->seconds > mh.seconds)
+		mh.seconds = o->seconds;
+	return H_HELD;
+}
+
+/* check_logged - the log of one request: the auto-whitelist's line
+ * (awl_new), the decision, then with --defer-at=data the warning and the
+ * DATA request's decision (without recipient=), in that order */
+static void check_logged(const struct request *r, const struct outcome *o,
+			 const struct triplet *t, int held, int warn,
+			 const struct outcome *od)
+{
+	size_t len;
+	char *s = fz_take(log_mem, &len), *end = s + len, *line, tail[80];
+	struct request d = *r;
+
+	line = next_line(&s, end, 1);
+	if (o->awl_new) {
+		snprintf(tail, sizeof(tail), "[%s]", t->addr);
+		CHECK(line && strstr(line, "]: whitelisted: ") && strlen(line)
+		      > strlen(tail) && strcmp(line + strlen(line)
+					       - strlen(tail), tail) == 0,
+		      "no \"whitelisted: NAME%s\": %s", tail, line);
+		line = next_line(&s, end, 0);
+	}
+	if (verdicts[o->v].action) {
+		CHECK(line, "no decision logged for verdict %d", o->v);
+		check_decision(line, r, o);
+		line = next_line(&s, end, 0);
+	}
+	if (warn) {
+		CHECK(line && strstr(line, "]: warning: defer-at = data: "),
+		      "no warning of deferrals without DATA: %s", line);
+		line = next_line(&s, end, 0);
+	}
+	if (held == H_DATA) {
+		CHECK(line, "no decision logged for the DATA request");
+		d.attr[A_RECIPIENT] = NULL;
+		check_decision(line, &d, od);
+		line = next_line(&s, end, 0);
+	}
+	CHECK(!line, "logged more: %s", line);
+}
+
+/* check_answered - the reply: DUNNO for a held deferral; for a deferral
+ * the one format_reply makes of the request it answers (the DATA
+ * request's names its message's first deferred recipient); a header on
+ * a message's first pass; never a deferral with --learn */
+static void check_answered(const struct request *r, const struct outcome *o,
+			   int held)
+{
+	char want[MAX_REPLY], *got;
+	const char *inst = r->attr[A_INSTANCE];
+	struct request d = *r;
+	size_t n;
+
+	got = fz_take(out_fd, &n);
+	check_reply(got, n);
+	CHECK(!cfg.learn || !verdicts[o->v].defer || held == H_HELD,
+	      "--learn, but deferred: %s", got);
+	if (held == H_HELD || (!verdicts[o->v].defer
+			       && (o->v != V_PASS_FIRST || !*cfg.header))) {
+		CHECK(strcmp(got, "action=DUNNO\n\n") == 0, "not DUNNO: %s",
+		      got);
+		return;
+	}
+	if (held == H_DATA)
+		d.attr[A_RECIPIENT] = mh.rcpt;
+	if (verdicts[o->v].defer) {
+		format_reply(want, sizeof(want), &d, o, 0);
+		CHECK(strcmp(got, want) == 0, "the reply is %s, not %s", got,
+		      want);
+		return;
+	}
+	if (!inst || strcmp(inst, mh.header) != 0)
+		CHECK(strncmp(got, "action=PREPEND ", 15) == 0, "a first pass"
+		      " without its header: %s", got);
+	else
+		CHECK(strcmp(got, "action=DUNNO\n\n") == 0, "a header twice for"
+		      " one message: %s", got);
+	if (inst)
+		snprintf(mh.header, sizeof(mh.header), "%s", inst);
+}
+
+/* check_request - answer() on one request that parsed, with the store of
+ * scenario k; the verdict, the log and the reply against the model */
+static void check_request(struct conn *c, const struct request *r,
+			  unsigned k)
+{
+	static struct triplet t;
+	struct outcome o, od;
+	int held = H_ANSWER, warn = 0;
 	size_t i;
 
 	for (i = 0; i < A_COUNT; i++)
@@ -380,33 +601,19 @@ static void check_policy(const struct request *r, unsigned k)
 			      attr_names[i]);
 			check_log_value(r->attr[i]);
 		}
-	memset(&o, 0, sizeof(o));
-	if (state && strcmp(state, "RCPT") != 0) {
-		o.v = V_NOT_RCPT;
-	} else if (missing(r)) {
-		bad_request(&o, "no sender");
-	} else if (check_triplet(r, &t) != 0) {
-		bad_request(&o, "client_address is not an IP address");
-	} else {
-		o.v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
-		lower(tmp, r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : "");
-		e = wl_client(&whitelists, t.family, t.bin, tmp);
-		CHECK(!e || e->kind == WL_NET || e->kind == WL_HOST
-		      || e->kind == WL_CLIENT_RE, "wl_client: a recipient entry");
-		e = wl_recipient(&whitelists, t.recipient);
-		CHECK(!e || e->kind == WL_USER || e->kind == WL_ADDRESS
-		      || e->kind == WL_DOMAIN || e->kind == WL_RCPT_RE,
-		      "wl_recipient: a client entry");
-		check_gave_up();
-		if (o.v == V_NEW) {
-			o.v = db_verdicts[k % 6];
-			o.seconds = (long long)(k * 37 % 400);
-			if (o.v == V_FAIL_OPEN)
-				fail_open(&o, "lock not had within 2s");
-		}
-	}
-	check_log(r, &o);
-	check_reply(r, &o, (k & 1) && *cfg.header);
+	expect(r, &t, &o);
+	fz_scene = k;
+	fz_store_calls = 0;
+	CHECK(answer(c, r) == 0, "answer() failed");
+	CHECK(fz_store_calls == (o.v == V_NEW), "%u look-ups for verdict %d",
+	      fz_store_calls, o.v);
+	if (o.v == V_NEW)
+		o = fz_store_out;
+	od = o;
+	if (cfg.defer_at_data && r->attr[A_INSTANCE])
+		held = model_held(r, &od, &warn);
+	check_logged(r, &o, &t, held, warn, &od);
+	check_answered(r, &od, held);
 }
 
 /* fill_requests - n bytes of complete, valid requests */
@@ -461,6 +668,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	cfg.log_file = fz_path(log_mem, p3, sizeof(p3));
 	log_open();
 	conn_fd = fz_memfd("conn");
+	out_fd = fz_memfd("replies");
 	cfg.hostname = "mx.example";
 	cfg.timeout = 5;
 	fd = fz_memfd("whitelist");
@@ -471,6 +679,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fz_set(fd, postgrey_clients, sizeof(postgrey_clients) - 1);
 	files.path[files.n] = fz_path(fd, p2, sizeof(p2));
 	files.format[files.n++] = WLF_CLIENTS;
+	cfg.whitelists = files;		/* what wl_refresh loads again */
 	if (config_errors || wl_load(&whitelists, &files, WLR_COUNT, 1) != 0
 	    || whitelists.n < 22) {
 		fprintf(stderr, "fuzz_request: the log or the whitelist did not"
@@ -513,6 +722,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.greylist_action = actions[data[1] >> 6];
 	cfg.ipv4cidr = data[1] % 33;
 	cfg.ipv6cidr = data[2] % 129;
+	cfg.learn = data[3] >> 7 & 1;
+	cfg.defer_at_data = data[3] >> 6 & 1;
 	if ((data[0] & 3) == 3) {
 		filler = MAX_REQUEST - 17 * (size_t)data[3];
 		fill_requests(stream, filler);
@@ -526,7 +737,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_set(conn_fd, stream, n);
 
 	memset(&c, 0, sizeof(c));
-	c.in = c.out = conn_fd;
+	c.in = conn_fd;
+	c.out = out_fd;
+	memset(&mh, 0, sizeof(mh));
 	for (;;) {
 		size_t before = pos;
 
@@ -558,7 +771,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				      "request %u: %s differs", k, attr_names[i]);
 		}
 		if (before >= filler)
-			check_policy(&r, k + data[3]);
+			check_request(&c, &r, k + data[3]);
 		k++;
 	}
 	return 0;

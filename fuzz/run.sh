@@ -188,7 +188,7 @@ build() {
 		object "$m"
 		objs+=("$OUT/obj/$m.o")
 	done
-	if newer_than "$bin" "$HERE/fuzz_$t.c" "$HERE/fuzz.h" "$SRC"/*.c \
+	if newer_than "$bin" "$HERE/fuzz_$t.c" "$HERE"/*.h "$SRC"/*.c \
 		"$SRC"/*.h "$HERE/run.sh" "$OUT/obj/flags" "${objs[@]}"; then
 		# Built beside and renamed, so that a concurrent run never
 		# sees half. -iquote: #include "greylistd.c" is the tree's.
