@@ -21,7 +21,7 @@
  * (wl_refresh, policy: make_triplet, wl_match, the store), the decision
  * log into the --log-file (a memfd, opened by log_open), --defer-at=data
  * (at_data) and format_reply, the reply written to a memfd. The store is
- * fuzz_store.h's: the GDBM file's look-up (db_greylist) is replaced by
+ * fuzz_serve.h's: the GDBM file's look-up (db_greylist) is replaced by
  * the real rule (decide) over the records of a scenario the input picks.
  * A model says, on its own, what must come of each request: not RCPT, a
  * bad request (and why), a whitelist's pass, or the store's verdict (new,
@@ -75,23 +75,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 
-/* The connection's fd, and the short-read schedule. */
-static int conn_fd = -1;
-static unsigned sched, nreads;
-
-static ssize_t fz_read(int fd, void *buf, size_t n)
-{
-	static const size_t chunk[] = { 1, 2, 5, 13, 64, 511, 4096, 9000 };
-
-	if (fd == conn_fd && sched) {
-		size_t cap = chunk[(sched * 3 + nreads++) % 8];
-
-		if (n > cap)
-			n = cap;
-	}
-	return read(fd, buf, n);
-}
-
+/* The connection's reads are fuzz.h's short ones (fz_read). */
 #define read(fd, buf, n) fz_read(fd, buf, n)
 #define main greylistd_main
 #define db_greylist fz_db_greylist
@@ -100,7 +84,7 @@ static ssize_t fz_read(int fd, void *buf, size_t n)
 #undef main
 #undef read
 
-#include "fuzz_store.h"
+#include "fuzz_serve.h"
 
 /* The log file (a memfd), as this process sees it; the replies. */
 static int log_mem = -1, out_fd = -1;
@@ -223,19 +207,6 @@ static size_t unlog_n(const char *s, char *out)
 	return o;
 }
 
-/* escaped_len - how long log_value's escaped form of v is, uncut */
-static size_t escaped_len(const char *v)
-{
-	size_t n = 0;
-
-	for (; *v; v++) {
-		unsigned char c = (unsigned char)*v;
-
-		n += c >= 32 && c < 127 && c != '\\' && c != ',' ? 1 : 4;
-	}
-	return n;
-}
-
 /* check_log_value - the sanitiser's promises for one value */
 static void check_log_value(const char *v)
 {
@@ -306,53 +277,6 @@ static int check_triplet(const struct request *r, struct triplet *t)
 	return 0;
 }
 
-/* check_decision - one decision line (NUL-terminated, without its
- * newline), read back as `greylistctl report` does: the action and reason
- * of o, and the values of r that it logs */
-static void check_decision(const char *s, const struct request *r,
-			   const struct outcome *o)
-{
-	static char got[MAX_LINE];
-	char reason[240], qid[LOG_VALUE_MAX + 8];
-	const char *line, *msg, *f;
-	size_t i;
-
-	CHECK(fz_printable(s, strlen(s)), "a non-printable in the log: %s", s);
-	line = strstr(s, "]: ");
-	CHECK(line, "no \"greylistd[PID]: \" in %s", s);
-	msg = line + 3;
-	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {
-		log_value(qid, sizeof(qid), r->attr[A_QUEUE_ID]);
-		CHECK(strncmp(msg, qid, strlen(qid)) == 0
-		      && strncmp(msg + strlen(qid), ": ", 2) == 0,
-		      "not the queue id %s first: %s", qid, s);
-		msg += strlen(qid) + 2;
-	}
-	CHECK(strncmp(msg, "action=", 7) == 0
-	      && strncmp(msg + 7, verdicts[o->v].action,
-			 strlen(verdicts[o->v].action)) == 0,
-	      "not action=%s first: %s", verdicts[o->v].action, s);
-	f = log_field(msg, "reason", got, sizeof(got));
-	verdict_reason(o, reason, sizeof(reason));
-	CHECK(f && strcmp(f, reason) == 0, "reason=%s wanted: %s", reason, s);
-	for (i = 0; i < NLOGGED; i++) {
-		const char *v = r->attr[logged_attrs[i].id];
-
-		f = log_field(msg, attr_names[logged_attrs[i].id], got,
-			      sizeof(got));
-		if (!v || !*v) {
-			CHECK(!f, "%s read back though not logged: %s",
-			      attr_names[logged_attrs[i].id], s);
-			continue;
-		}
-		CHECK(f, "%s not read back: %s", attr_names[logged_attrs[i].id],
-		      s);
-		if (escaped_len(v) <= LOG_VALUE_MAX)
-			CHECK(strcmp(f, v) == 0, "%s read back as %s: %s",
-			      attr_names[logged_attrs[i].id], f, s);
-	}
-}
-
 /* check_reply - one action line and an empty line, printable */
 static void check_reply(const char *reply, size_t n)
 {
@@ -362,42 +286,6 @@ static void check_reply(const char *reply, size_t n)
 	      && memchr(reply, '\n', n) == reply + n - 2,
 	      "reply not action=...\\n\\n: %s", reply);
 	CHECK(fz_printable(reply, n - 2), "reply not printable: %s", reply);
-}
-
-/* is_gave_up - the line the whitelist logs when a regex gives up:
- * "warning: FILE:LINE: the regular expression gave up (WHY); taken as no
- * match", FILE one of the target's (a value in a decision line may hold
- * any of these words, but not right after "greylistd[PID]: ") */
-static int is_gave_up(const char *line)
-{
-	static const char end[] = "; taken as no match";
-	const char *p = strstr(line, "]: ");
-	size_t n = strlen(line);
-
-	return p && strncmp(p + 3, "warning: /proc/self/fd/", 23) == 0
-		&& strstr(p, ": the regular expression gave up (")
-		&& n > sizeof(end) && strcmp(line + n - sizeof(end) + 1, end)
-		== 0;
-}
-
-/* next_line - the next log line of *p, NUL-terminated in place, NULL at
- * the end; the whitelist's gave-up warnings skipped when "skip" (they
- * come first: the matching is the first thing policy() logs) */
-static char *next_line(char **p, char *end, int skip)
-{
-	char *line, *nl;
-
-	for (;;) {
-		if (*p >= end)
-			return NULL;
-		line = *p;
-		nl = memchr(line, '\n', (size_t)(end - line));
-		CHECK(nl, "a log line without its newline: %s", line);
-		*nl = 0;
-		*p = nl + 1;
-		if (!skip || !is_gave_up(line))
-			return line;
-	}
 }
 
 /* check_gave_up - what the whitelist logged: nothing, or only that a
@@ -667,7 +555,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	log_mem = fz_memfd("log");
 	cfg.log_file = fz_path(log_mem, p3, sizeof(p3));
 	log_open();
-	conn_fd = fz_memfd("conn");
+	fz_conn_fd = fz_memfd("conn");
 	out_fd = fz_memfd("replies");
 	cfg.hostname = "mx.example";
 	cfg.timeout = 5;
@@ -714,8 +602,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 4 || size - 4 > sizeof(stream) - MAX_REQUEST)
 		return 0;
-	sched = data[0] >> 2 & 7;
-	nreads = 0;
+	fz_sched = data[0] >> 2 & 7;
+	fz_nreads = 0;
 	cfg.lookup_by_host = data[0] >> 5 & 1;
 	cfg.greylist_text = texts[data[0] >> 6];
 	cfg.header = headers[data[0] >> 6];
@@ -734,10 +622,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	memcpy(stream + n, data + 4, size - 4);
 	n += size - 4;
-	fz_set(conn_fd, stream, n);
+	fz_set(fz_conn_fd, stream, n);
 
 	memset(&c, 0, sizeof(c));
-	c.in = conn_fd;
+	c.in = fz_conn_fd;
 	c.out = out_fd;
 	memset(&mh, 0, sizeof(mh));
 	for (;;) {
