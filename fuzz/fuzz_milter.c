@@ -459,15 +459,7 @@ static void check_rcpt_log(const struct request *r, const struct outcome *o)
 	size_t len;
 	char *s = fz_take(log_mem, &len), *end = s + len, *line;
 
-	line = next_line(&s, end, 1);
-	if (o->awl_new) {
-		CHECK(line && strstr(line, "]: whitelisted: "), "no"
-		      " \"whitelisted:\" line: %s", line ? line : "(none)");
-		line = next_line(&s, end, 0);
-	}
-	CHECK(line, "no decision line for a RCPT");
-	check_decision(line, r, o);
-	line = next_line(&s, end, 0);
+	line = check_judged(next_line(&s, end, 1), &s, end, r, o, NULL);
 	CHECK(!line, "logged more for a RCPT: %s", line);
 }
 

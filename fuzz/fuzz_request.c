@@ -402,23 +402,10 @@ static void check_logged(const struct request *r, const struct outcome *o,
 			 const struct outcome *od)
 {
 	size_t len;
-	char *s = fz_take(log_mem, &len), *end = s + len, *line, tail[80];
+	char *s = fz_take(log_mem, &len), *end = s + len, *line;
 	struct request d = *r;
 
-	line = next_line(&s, end, 1);
-	if (o->awl_new) {
-		snprintf(tail, sizeof(tail), "[%s]", t->addr);
-		CHECK(line && strstr(line, "]: whitelisted: ") && strlen(line)
-		      > strlen(tail) && strcmp(line + strlen(line)
-					       - strlen(tail), tail) == 0,
-		      "no \"whitelisted: NAME%s\": %s", tail, line);
-		line = next_line(&s, end, 0);
-	}
-	if (verdicts[o->v].action) {
-		CHECK(line, "no decision logged for verdict %d", o->v);
-		check_decision(line, r, o);
-		line = next_line(&s, end, 0);
-	}
+	line = check_judged(next_line(&s, end, 1), &s, end, r, o, t->addr);
 	if (warn) {
 		CHECK(line && strstr(line, "]: warning: defer-at = data: "),
 		      "no warning of deferrals without DATA: %s", line);

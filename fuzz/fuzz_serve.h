@@ -27,10 +27,12 @@
  * Include it after greylistd.c.
  */
 
-/* The scenario of the next look-up, set by the harness; the outcome the
- * last one gave, and how many there were. */
+/* The scenario of the next look-up, set by the harness (each look-up
+ * moves it on by one); the outcome the last one gave, and how many there
+ * were; the outcomes of the first FZ_OUTS since fz_store_calls was 0. */
+#define FZ_OUTS		64
 static unsigned fz_scene;
-static struct outcome fz_store_out;
+static struct outcome fz_store_out, fz_store_outs[FZ_OUTS];
 static unsigned fz_store_calls;
 
 enum { S_NEW, S_EARLY, S_FIRST, S_PASS, S_AWL, S_FAULT, S_COUNT };
@@ -94,7 +96,10 @@ void fz_db_greylist(const struct triplet *t, struct lookup *lk,
 	      || o->learned == V_EARLY, "learning, but would have been %d",
 	      o->learned);
 	fz_store_out = *o;
+	if (fz_store_calls < FZ_OUTS)
+		fz_store_outs[fz_store_calls] = *o;
 	fz_store_calls++;
+	fz_scene++;
 }
 
 /*
@@ -195,4 +200,32 @@ static void check_decision(const char *s, const struct request *r,
 			CHECK(strcmp(f, v) == 0, "%s read back as %s: %s",
 			      attr_names[logged_attrs[i].id], f, s);
 	}
+}
+
+/* check_judged - the lines judge() logs for request r with outcome o,
+ * the first one in "line", the others from *p: the auto-whitelist's
+ * line when the client joined it (ending "[addr]" unless addr is NULL),
+ * then the decision line when the verdict has one; the line after them */
+static char *check_judged(char *line, char **p, char *end,
+			  const struct request *r, const struct outcome *o,
+			  const char *addr)
+{
+	char tail[INET6_ADDRSTRLEN + 4];
+	size_t n = line ? strlen(line) : 0;
+
+	snprintf(tail, sizeof(tail), "[%s]", addr ? addr : "");
+	if (o->awl_new) {
+		CHECK(line && strstr(line, "]: whitelisted: ")
+		      && (!addr || (n > strlen(tail) && strcmp(line + n
+			  - strlen(tail), tail) == 0)),
+		      "no \"whitelisted: NAME%s\": %s", tail,
+		      line ? line : "(none)");
+		line = next_line(p, end, 0);
+	}
+	if (verdicts[o->v].action) {
+		CHECK(line, "no decision logged for verdict %d", o->v);
+		check_decision(line, r, o);
+		line = next_line(p, end, 0);
+	}
+	return line;
 }
