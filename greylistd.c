@@ -57,15 +57,15 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 177-423	Reading requests: bounded lines, attributes
- *	  lines 424-509	The request: attributes to triplet, whitelist, store
- *	  lines 510-756	Answering: the reply, the decision log line, held deferrals
- *	  lines 757-1131	The milter protocol: packets, macros, replies
- *	  lines 1132-1240	Debian greylistd's protocol: one line, one word
+ *	  lines 178-424	Reading requests: bounded lines, attributes
+ *	  lines 425-510	The request: attributes to triplet, whitelist, store
+ *	  lines 511-757	Answering: the reply, the decision log line, held deferrals
+ *	  lines 758-1132	The milter protocol: packets, macros, replies
+ *	  lines 1133-1246	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_match, wl_client, wl_recipient) and
  *	db.c (the look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1241-1454 (serving,
+ *	Only the admin's files reach, here: lines 1247-1460 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -82,7 +82,8 @@
  *	MAX_ATTRS	attributes in one request, 128
  *	MAX_REQUEST	one request, 64 KiB
  *	MILTER_MAX	one milter packet, 64 KiB less its length word
- *	GP_MAX_WORDS	words in a Debian greylistd protocol line, 64
+ *	GP_MAX_WORDS	words in a Debian greylistd protocol line, 64, each
+ *			at most MAX_LINE
  *	Each limit is explained where it is defined.
  *
  * FAILURE RULES
@@ -1165,7 +1166,9 @@ static char *gp_line(struct conn *c)
 }
 
 /* gp_words - split a line at white space into w[], lower-cased as
- * Debian's greylistd takes it; the count, or -1 with too many */
+ * Debian's greylistd takes it; the count, or -1 with too many or one
+ * longer than MAX_LINE (a sender or recipient must fit the triplet's
+ * buffers, make_triplet's bound; it is refused, never cut) */
 static int gp_words(char *s, char **w)
 {
 	char *save = NULL;
@@ -1173,7 +1176,7 @@ static int gp_words(char *s, char **w)
 
 	for (s = strtok_r(s, " \t", &save); s;
 	     s = strtok_r(NULL, " \t", &save)) {
-		if (n == GP_MAX_WORDS)
+		if (n == GP_MAX_WORDS || strlen(s) > MAX_LINE)
 			return -1;
 		lower(s, s);
 		w[n++] = s;
@@ -1229,6 +1232,9 @@ static enum read_status gp_serve(struct conn *c)
 		defer = gp_decide(w + i + 1, n - i - 1);
 	} else if (n - i >= 3 && strcmp(w[i], "--black") == 0) {
 		defer = 0;
+	} else if (line && n < 0) {
+		msg_warn("greylistd protocol: more than %d words, or one longer"
+			 " than %d bytes; answered false", GP_MAX_WORDS, MAX_LINE);
 	} else if (line) {
 		msg_warn("greylistd protocol: not \"--grey IP SENDER RCPT\":"
 			 " %s; answered false", log_value(value, sizeof(value),
