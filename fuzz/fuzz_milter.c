@@ -67,18 +67,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 
-/* The connection's reads are fuzz.h's short ones (fz_read). */
-#define read(fd, buf, n) fz_read(fd, buf, n)
-#define main greylistd_main
-#define db_greylist fz_db_greylist
-#include "greylistd.c"
-#undef db_greylist
-#undef main
-#undef read
-
 #include "fuzz_serve.h"
-
-static int log_mem = -1, out_fd = -1;
 
 /* The store's scenario for a RCPT: h[2] and the recipient's length. */
 static unsigned scene_base;
@@ -714,32 +703,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char p1[64], p2[64];
-	int fd;
+	static const char *const text[] = { whitelist, NULL };
+	static const enum wl_format format[] = { WLF_GREYLISTD };
 
 	(void)argc;
 	(void)argv;
-	setenv("TZ", "UTC", 1);
-	tzset();
-	log_mem = fz_memfd("log");
-	cfg.log_file = fz_path(log_mem, p1, sizeof(p1));
-	log_open();
-	fz_conn_fd = fz_memfd("conn");
-	out_fd = fz_memfd("replies");
-	cfg.hostname = "mx.example";
-	cfg.timeout = 5;
+	fz_serve_init(text, format, 7);
 	cfg.milter = 1;
-	fd = fz_memfd("whitelist");
-	fz_set(fd, whitelist, sizeof(whitelist) - 1);
-	cfg.whitelists.path[0] = fz_path(fd, p2, sizeof(p2));
-	cfg.whitelists.format[0] = WLF_GREYLISTD;
-	cfg.whitelists.n = 1;
-	if (config_errors || wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
-				     1) != 0 || whitelists.n < 7) {
-		fprintf(stderr, "fuzz_milter: the log or the whitelist did not"
-			" open\n");
-		abort();
-	}
 	return 0;
 }
 

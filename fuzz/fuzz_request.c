@@ -75,20 +75,9 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 
-/* The connection's reads are fuzz.h's short ones (fz_read). */
-#define read(fd, buf, n) fz_read(fd, buf, n)
-#define main greylistd_main
-#define db_greylist fz_db_greylist
-#include "greylistd.c"
-#undef db_greylist
-#undef main
-#undef read
-
 #include "fuzz_serve.h"
 
 /* The log file (a memfd), as this process sees it; the replies. */
-static int log_mem = -1, out_fd = -1;
-
 /* The first 12 bytes of an IPv4-mapped IPv6 address. */
 static const unsigned char v4mapped[12] =
 	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -531,37 +520,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char p1[64], p2[64], p3[64];
-	static struct wl_list files;
-	int fd;
+	static const char *const text[] = { whitelist, postgrey_clients, NULL };
+	static const enum wl_format format[] = { WLF_GREYLISTD, WLF_CLIENTS };
 
 	(void)argc;
 	(void)argv;
-	setenv("TZ", "UTC", 1);
-	tzset();
-	log_mem = fz_memfd("log");
-	cfg.log_file = fz_path(log_mem, p3, sizeof(p3));
-	log_open();
-	fz_conn_fd = fz_memfd("conn");
-	out_fd = fz_memfd("replies");
-	cfg.hostname = "mx.example";
-	cfg.timeout = 5;
-	fd = fz_memfd("whitelist");
-	fz_set(fd, whitelist, sizeof(whitelist) - 1);
-	files.path[files.n] = fz_path(fd, p1, sizeof(p1));
-	files.format[files.n++] = WLF_GREYLISTD;
-	fd = fz_memfd("clients");
-	fz_set(fd, postgrey_clients, sizeof(postgrey_clients) - 1);
-	files.path[files.n] = fz_path(fd, p2, sizeof(p2));
-	files.format[files.n++] = WLF_CLIENTS;
-	cfg.whitelists = files;		/* what wl_refresh loads again */
-	if (config_errors || wl_load(&whitelists, &files, WLR_COUNT, 1) != 0
-	    || whitelists.n < 22) {
-		fprintf(stderr, "fuzz_request: the log or the whitelist did not"
-			" open (%d, %d problems, %zu entries)\n", config_errors,
-			whitelists.problems, whitelists.n);
-		abort();
-	}
+	fz_serve_init(text, format, 22);
 	return 0;
 }
 

@@ -19,12 +19,69 @@
  * passes: client AWL; the lock not had: fail-open. With --learn, new and
  * early are answered as learning, never deferred.
  *
+ * fz_serve_init sets up what they share: the log, the connection, the
+ * replies, the whitelists.
+ *
  * The decision log: check_decision reads a decision line back as
  * greylistctl report does (log_field) and compares it with the request
  * and the outcome; next_line walks a log, past the whitelist's warnings
  * of a regex that gave up.
  *
- * Include it after greylistd.c.
+ * It includes greylistd.c, with read(2) renamed to fuzz.h's short reads
+ * (fz_read) and db_greylist to this store; include it after fuzz.h.
+ */
+
+#define read(fd, buf, n) fz_read(fd, buf, n)
+#define main greylistd_main
+#define db_greylist fz_db_greylist
+#include "greylistd.c"
+#undef db_greylist
+#undef main
+#undef read
+
+/* The log (a memfd, the --log-file) and the replies (another). */
+static int log_mem = -1, out_fd = -1;
+
+/* fz_serve_init - what such a target sets up once: UTC, the log, the
+ * connection (fz_conn_fd) and the replies, a host name, and whitelist
+ * files (text[i], NULL-terminated, each a memfd of format[i]) loaded as
+ * wl_refresh loads them; an abort unless they give "min" entries */
+static void fz_serve_init(const char *const *text,
+			  const enum wl_format *format, size_t min)
+{
+	static char path[MAX_WL_FILES + 1][64];
+	size_t i;
+	int fd;
+
+	setenv("TZ", "UTC", 1);
+	tzset();
+	log_mem = fz_memfd("log");
+	cfg.log_file = fz_path(log_mem, path[0], sizeof(path[0]));
+	log_open();
+	fz_conn_fd = fz_memfd("conn");
+	out_fd = fz_memfd("replies");
+	cfg.hostname = "mx.example";
+	cfg.timeout = 5;
+	for (i = 0; text[i] && i < MAX_WL_FILES; i++) {
+		fd = fz_memfd("whitelist");
+		fz_set(fd, text[i], strlen(text[i]));
+		cfg.whitelists.path[i] = fz_path(fd, path[i + 1],
+						 sizeof(path[0]));
+		cfg.whitelists.format[i] = format[i];
+	}
+	cfg.whitelists.n = i;
+	if (config_errors || wl_load(&whitelists, &cfg.whitelists, WLR_COUNT,
+				     1) != 0 || whitelists.n < min) {
+		fprintf(stderr, "%s: the log or the whitelists did not open (%d"
+			" errors, %d problems, %zu entries)\n",
+			program_invocation_short_name, config_errors,
+			whitelists.problems, whitelists.n);
+		abort();
+	}
+}
+
+/*
+ * The store.
  */
 
 /* The scenario of the next look-up, set by the harness (each look-up
