@@ -7,6 +7,8 @@
 #   make check      build and run test.sh (SANITIZE=1: with ASan and UBSan)
 #   make bench      greylistd against postgrey (bench/results.md)
 #   make bench-milter  a milter session's cost (bench/results.md, Milter)
+#   make bench-exim what each Exim RCPT costs: a greylistd process per
+#                   connection, under systemd (as root; bench/results.md)
 #   make fuzz       the fuzz targets, FUZZ_SECONDS (600) each
 #   make install    install (PREFIX, DESTDIR)
 #
@@ -142,6 +144,13 @@ bench-milter: deps-build
 	$(MAKE) all
 	GREYLISTD=$(CURDIR)/greylistd bench/bench.sh milter
 
+# make bench-exim: the cost of a connection per RCPT, without systemd and
+# under a real one booted in private namespaces (bench/exim-rcpt.sh; root)
+bench-exim: deps-build
+	$(call need,$(BENCH_DEPS) socat perl util-linux)
+	$(MAKE) all
+	GREYLISTD=$(CURDIR)/greylistd bench/exim-rcpt.sh
+
 # make fuzz: every libFuzzer target for FUZZ_SECONDS each (fuzz/run.sh;
 # make check runs 15 s each, and replays fuzz/regressions/)
 FUZZ_SECONDS ?= 600
@@ -168,8 +177,9 @@ run: deps-run
 		--db=$(RUNDIR)/greylistd.db --log-file=$(RUNDIR)/greylistd.log \
 		--delay=60s
 
-# install - the two programs, the units (the policy service's and the
-# milter's), the man pages, the configuration
+# install - the two programs, the units (Postfix's policy protocol, the
+# milter's, Debian greylistd's protocol for Exim, the metrics timer), the
+# man pages, the configuration
 # file and the whitelist (an admin's own are never overwritten), the
 # greylistd system user (sysusers.d) and the Exim ACL. Every path inside
 # them (/usr/sbin/greylistd, /etc/greylistd/, the database) is rewritten to
@@ -202,6 +212,8 @@ INSTALL_FILES = \
 	greylistd-milter@.service:$(UNITDIR)/greylistd-milter@.service:644 \
 	greylistd-metrics.service:$(UNITDIR)/greylistd-metrics.service:644 \
 	greylistd-metrics.timer:$(UNITDIR)/greylistd-metrics.timer:644 \
+	greylistd-protocol.socket:$(UNITDIR)/greylistd-protocol.socket:644 \
+	greylistd-protocol@.service:$(UNITDIR)/greylistd-protocol@.service:644 \
 	greylistd.8:$(MANDIR)/man8/greylistd.8:644 \
 	greylistctl.8:$(MANDIR)/man8/greylistctl.8:644 \
 	exim4-acl.conf:$(DOCDIR)/exim4-acl.conf:644 \
@@ -258,11 +270,13 @@ install: all
 	  echo "    check_policy_service { inet:127.0.0.1:10023, default_action=DUNNO }"; \
 	  echo "Metrics for Prometheus (node_exporter's textfile collector):" \
 	       "systemctl enable --now greylistd-metrics.timer"; \
+	  echo "For Exim with Debian greylistd's ACL statements:" \
+	       "systemctl enable --now greylistd-protocol.socket (README)."; \
 	fi
 
 clean:
 	rm -f greylistd greylistctl *.o .flags
 	rm -rf run
 
-.PHONY: FORCE all check run bench bench-milter fuzz install clean \
-	deps-build deps-test deps-run print-deps
+.PHONY: FORCE all check run bench bench-milter bench-exim fuzz install \
+	clean deps-build deps-test deps-run print-deps

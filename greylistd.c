@@ -23,8 +23,10 @@
  *		at end of message (SMFIR_INSHEADER); every other stage is
  *		switched off at option negotiation.
  * PROTOCOL	--greylistd-protocol: Debian greylistd's one line, "[update]
- *		--grey IP SENDER RCPT", answered "true" (defer) or "false",
- *		for Exim's ${readsocket} ACLs written for that package.
+ *		--grey IP SENDER RCPT" (or "IP RCPT, RCPT..." for the null
+ *		sender), answered "true" (defer) or "false", for Exim's
+ *		${readsocket} ACLs written for that package; --white is the
+ *		opposite answer, --black always "false".
  *	All three feed the same request (struct request) to the same
  *	judgement (judge()); only reading and answering differ.
  *
@@ -57,15 +59,15 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 178-424	Reading requests: bounded lines, attributes
- *	  lines 425-510	The request: attributes to triplet, whitelist, store
- *	  lines 511-757	Answering: the reply, the decision log line, held deferrals
- *	  lines 758-1132	The milter protocol: packets, macros, replies
- *	  lines 1133-1246	Debian greylistd's protocol: one line, one word
+ *	  lines 181-427	Reading requests: bounded lines, attributes
+ *	  lines 428-513	The request: attributes to triplet, whitelist, store
+ *	  lines 514-764	Answering: the reply, the decision log line, held deferrals
+ *	  lines 765-1139	The milter protocol: packets, macros, replies
+ *	  lines 1140-1341	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_match, wl_client, wl_recipient) and
  *	db.c (the look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1247-1460 (serving,
+ *	Only the admin's files reach, here: lines 1342-1555 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -82,8 +84,8 @@
  *	MAX_ATTRS	attributes in one request, 128
  *	MAX_REQUEST	one request, 64 KiB
  *	MILTER_MAX	one milter packet, 64 KiB less its length word
- *	GP_MAX_WORDS	words in a Debian greylistd protocol line, 64, each
- *			at most MAX_LINE
+ *	GP_MAX_WORDS	words in a Debian greylistd protocol line, 64; each
+ *			at most MAX_LINE, the line at most 64 KiB
  *	Each limit is explained where it is defined.
  *
  * FAILURE RULES
@@ -101,9 +103,10 @@
  *	  within --lock-timeout, disk full, out of memory): one warning is
  *	  logged, the request is answered "action=DUNNO" and serving goes on,
  *	  so mail keeps flowing while greylistd is unwell (fail_open()). The
- *	  milter answers CONTINUE, the greylistd protocol "false".
+ *	  milter answers CONTINUE, the greylistd protocol passes ("false").
  *	Debian greylistd's protocol has no way to say "violation": a line it
- *	cannot parse is logged and answered "false", the connection closed.
+ *	cannot parse, or past a limit, or one of that package's other
+ *	commands, is logged and answered "false", the connection closed.
  *	A bad configuration is neither: greylistd logs why and exits 64
  *	without a reply, on every connection, until it is fixed.
  *	Nothing but replies is ever written to stdout or stderr while
@@ -622,13 +625,17 @@ struct logline {
 static void add(struct logline *l, const char *name, const char *field,
 		const char *value)
 {
-	int n = snprintf(l->text + l->n, sizeof(l->text) - l->n, "%s%s%s%s",
-			 l->sep, name ? name : "", name ? "=" : "", value);
+	const char *part[4] = { l->sep, name ? name : "", name ? "=" : "",
+				value };
+	size_t i, len;
 
+	for (i = 0; i < 4; i++) {	/* not snprintf: a third of a request */
+		len = strnlen(part[i], sizeof(l->text) - 1 - l->n);
+		memcpy(l->text + l->n, part[i], len);
+		l->n += len;
+	}
+	l->text[l->n] = 0;
 	l->sep = ", ";
-	if (n > 0)
-		l->n = l->n + (size_t)n < sizeof(l->text) ? l->n + (size_t)n
-			: sizeof(l->text) - 1;
 	if (use_journal && field)
 		snprintf(l->fields[l->nf++], MAX_FIELD, "%s%s", field, value);
 }
@@ -1135,30 +1142,45 @@ static enum read_status milter_serve(struct conn *c)
  */
 
 /* The words of a line, at most this many: the command and its options,
- * the client, a sender, recipients (Exim's $recipients) */
+ * the client, a sender, recipients (Exim's $recipients: a null-sender
+ * message to more recipients is not judged, and so passes) */
 #define GP_MAX_WORDS	64
+
+/* Debian greylistd's commands other than "update": its operator's
+ * (greylistctl's here), and "check" and "status", which look without
+ * recording (greylistctl explain). Refused, answered "false". */
+static const char *const gp_refused[] = {
+	"check", "status", "add", "delete", "list", "stats", "mrtg", "save",
+	"reload", "clear",
+};
 
 /* gp_line - one line before the idle deadline, or the input up to EOF
  * (Exim half-closes after sending it): NUL-terminated in place, CR and LF
- * cut; NULL on a timeout, or a line longer than the buffer (said) */
+ * cut; NULL (said why) on a timeout, a line longer than the buffer or one
+ * with a NUL byte in it */
 static char *gp_line(struct conn *c)
 {
 	struct timespec deadline = deadline_in(cfg.timeout);
 	enum read_status st = RD_OK;
+	const char *why = NULL;
 	char *nl;
 
 	while (!(nl = memchr(c->buf, '\n', c->end)) && st == RD_OK
 	       && c->end < sizeof(c->buf))
 		st = fill(c, &deadline);
-	if (!nl && (st != RD_EOF || c->end == sizeof(c->buf))) {
-		msg_warn("greylistd protocol: %s", st == RD_IDLE ? "no line"
-			 " before the timeout" : c->end == sizeof(c->buf)
-			 ? "a line longer than 64 KiB" : "the line could not be"
-			 " read");
-		return NULL;
-	}
+	if (!nl && c->end == sizeof(c->buf))
+		why = "a line longer than 64 KiB";
+	else if (!nl && st != RD_EOF)
+		why = st == RD_IDLE ? "no line before the timeout"
+			: "the line could not be read";
 	if (!nl)
 		nl = c->buf + c->end;
+	if (!why && memchr(c->buf, 0, (size_t)(nl - c->buf)))
+		why = "a NUL byte in the line";
+	if (why) {
+		msg_warn("greylistd protocol: %s; answered false", why);
+		return NULL;
+	}
 	*nl = 0;
 	if (nl > c->buf && nl[-1] == '\r')
 		nl[-1] = 0;
@@ -1166,9 +1188,9 @@ static char *gp_line(struct conn *c)
 }
 
 /* gp_words - split a line at white space into w[], lower-cased as
- * Debian's greylistd takes it; the count, or -1 with too many or one
- * longer than MAX_LINE (a sender or recipient must fit the triplet's
- * buffers, make_triplet's bound; it is refused, never cut) */
+ * Debian's greylistd takes it; the count, or -1 (said why) with too many
+ * words or a word longer than a policy value may be (MAX_LINE: the
+ * triplet's buffers) */
 static int gp_words(char *s, char **w)
 {
 	char *save = NULL;
@@ -1176,36 +1198,73 @@ static int gp_words(char *s, char **w)
 
 	for (s = strtok_r(s, " \t", &save); s;
 	     s = strtok_r(NULL, " \t", &save)) {
-		if (n == GP_MAX_WORDS || strlen(s) > MAX_LINE)
+		if (n == GP_MAX_WORDS || strlen(s) > MAX_LINE) {
+			msg_warn("greylistd protocol: %s; answered false",
+				 n == GP_MAX_WORDS ? "more than 64 words"
+				 : "a word longer than 8448 bytes");
 			return -1;
+		}
 		lower(s, s);
 		w[n++] = s;
 	}
 	return n;
 }
 
-/* gp_decide - "--grey IP SENDER RCPT" (acl_check_rcpt), or "--grey IP
- * RCPT[, RCPT...]" (acl_check_data, for the null sender): deferred? Each
- * recipient is judged as a policy request; any deferral defers. */
+/* gp_client - the client as Exim's ${mask:IP/N} writes it, taken as it
+ * is: "/N" cut; an IPv6 network, which ${mask} writes in full with dots
+ * for colons (2001.0db8.0001.0000.0000.0000.0000.0000), given its
+ * colons back. The result is parsed as an address like any other. */
+static void gp_client(char *w)
+{
+	char *p;
+	int dots = 0;
+
+	w[strcspn(w, "/")] = 0;
+	for (p = w; *p; p++)
+		dots += *p == '.';
+	if (dots == 7 && !strchr(w, ':'))
+		for (p = w; *p; p++)
+			if (*p == '.')
+				*p = ':';
+}
+
+/* gp_shape - where the recipients of w[0..n-1] start: 2 for "IP SENDER
+ * RCPT" (acl_check_rcpt), 1 for "IP RCPT[, RCPT...]" (acl_check_data:
+ * Exim's $recipients, for the null sender); -1 for neither. A comma may
+ * only end a recipient before the last one. */
+static int gp_shape(char **w, int n)
+{
+	int i, data = n == 2 || (n > 2 && w[1][strlen(w[1]) - 1] == ',');
+	size_t len;
+
+	if (n < 2 || (!data && n != 3))
+		return -1;
+	for (i = data ? 1 : 2; i < n; i++) {
+		len = strlen(w[i]) - (data && i < n - 1);
+		if (len == 0 || strcspn(w[i], ",") != len)
+			return -1;
+	}
+	return data ? 1 : 2;
+}
+
+/* gp_decide - the client w[0] and the sender and recipients after it:
+ * deferred? Each recipient is judged as a policy request; any deferral
+ * defers. -1 if the words are not of either shape (gp_shape). */
 static int gp_decide(char **w, int n)
 {
 	struct request r;
 	struct outcome o;
-	int i, first = 1, defer = 0;
+	int i, first = gp_shape(w, n), defer = 0;
 
+	if (first < 0)
+		return -1;
 	memset(&r, 0, sizeof(r));
 	r.attr[A_REQUEST] = "smtpd_access_policy";
 	r.attr[A_PROTOCOL_STATE] = "RCPT";
 	r.attr[A_CLIENT_ADDRESS] = w[0];
-	r.attr[A_SENDER] = "";
-	if (n == 3 && !strchr(w[1], ',')) {	/* else the null sender's */
-		r.attr[A_SENDER] = w[1];
-		first = 2;
-	}
+	r.attr[A_SENDER] = first == 2 ? w[1] : "";
 	for (i = first; i < n; i++) {
 		w[i][strcspn(w[i], ",")] = 0;
-		if (!*w[i])
-			continue;
 		r.attr[A_RECIPIENT] = w[i];
 		judge(&r, &o);
 		defer |= verdicts[o.v].defer;
@@ -1213,34 +1272,70 @@ static int gp_decide(char **w, int n)
 	return defer;
 }
 
-/* gp_serve - one line, one word: "true" (deferred) or "false", as
- * Debian's greylistd answers --grey. --black is "false": greylistd
- * keeps no blacklist. Anything else is refused with "false", the
- * protocol's "do not defer", and a warning. */
+/* gp_is_refused - is "word" one of Debian greylistd's commands that are
+ * not served? */
+static int gp_is_refused(const char *word)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(gp_refused) / sizeof(gp_refused[0]); i++)
+		if (strcmp(word, gp_refused[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* gp_refuse - a line greylistd does not serve: a warning showing it, and
+ * "false" */
+static int gp_refuse(const char *shown)
+{
+	msg_warn("greylistd protocol: not \"[update] --grey|--white|--black"
+		 " IP SENDER RCPT\" or \"... IP RCPT[, RCPT...]\": %s;"
+		 " answered false", *shown ? shown : "(an empty line)");
+	return 0;
+}
+
+/* gp_answer - 1 ("true") or 0 ("false") for a line's n > 0 words, as
+ * Debian's greylistd answers "[update] --grey|--white|--black DATA":
+ * --grey is true when the mail is deferred, --white when it passes (a
+ * request that cannot be judged, such as one whose client is not an
+ * address, passes, as with DUNNO). --black is false: greylistd keeps no
+ * blacklist. Any other line is refused (gp_refuse). */
+static int gp_answer(char **w, int n, const char *shown)
+{
+	int i = strcmp(w[0], "update") == 0, d = -1;
+	const char *opt = i < n ? w[i] : "";
+
+	if (gp_is_refused(w[0])) {
+		msg_warn("greylistd protocol: \"%s\" is a command of Debian's"
+			 " greylistd that greylistd does not serve; answered"
+			 " false", w[0]);
+		return 0;
+	}
+	if (n - i >= 3 && strcmp(opt, "--black") == 0)
+		return 0;
+	if (n - i >= 3 && (strcmp(opt, "--grey") == 0
+			   || strcmp(opt, "--white") == 0)) {
+		gp_client(w[i + 1]);
+		d = gp_decide(w + i + 1, n - i - 1);
+	}
+	if (d < 0)
+		return gp_refuse(shown);
+	return strcmp(opt, "--grey") == 0 ? d : !d;
+}
+
+/* gp_serve - one line, one word: "true" or "false", as Debian's
+ * greylistd answers; then the connection is closed */
 static enum read_status gp_serve(struct conn *c)
 {
-	char *line = gp_line(c), *w[GP_MAX_WORDS], value[LOG_VALUE_MAX + 8];
-	int n = line ? gp_words(line, w) : -1, defer = 0, i = 0;
+	char *line = gp_line(c), *w[GP_MAX_WORDS], shown[LOG_VALUE_MAX + 8];
+	int n, yes = 0;
 
-	if (n > 0 && strcmp(w[0], "update") == 0)
-		i = 1;			/* the command --grey implies */
-	if (n - i >= 3 && strcmp(w[i], "--grey") == 0) {
-		char *slash = strchr(w[i + 1], '/');
-
-		if (slash)		/* Exim's ${mask:...}: taken as it is */
-			*slash = 0;
-		defer = gp_decide(w + i + 1, n - i - 1);
-	} else if (n - i >= 3 && strcmp(w[i], "--black") == 0) {
-		defer = 0;
-	} else if (line && n < 0) {
-		msg_warn("greylistd protocol: more than %d words, or one longer"
-			 " than %d bytes; answered false", GP_MAX_WORDS, MAX_LINE);
-	} else if (line) {
-		msg_warn("greylistd protocol: not \"--grey IP SENDER RCPT\":"
-			 " %s; answered false", log_value(value, sizeof(value),
-			 n > 0 ? w[0] : "(an empty line)"));
+	if (line) {
+		log_value(shown, sizeof(shown), line);
+		n = gp_words(line, w);
+		yes = n > 0 ? gp_answer(w, n, shown) : n == 0 && gp_refuse(shown);
 	}
-	return write_all(c, defer ? "true" : "false", defer ? 4 : 5) == 0
+	return write_all(c, yes ? "true" : "false", yes ? 4 : 5) == 0
 		? RD_EOF : RD_IOERR;
 }
 

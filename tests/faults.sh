@@ -844,8 +844,12 @@ fault_dir_unwritable() {
 	# A copy nobody can reach: the tree may be where nobody cannot (a
 	# clone in /root). setpriv still execs with root's rights, but
 	# faketime, which execs greylistd after it, has only nobody's.
-	local tree=$GREYLISTD GREYLISTD=$WORK/greylistd-nobody
+	# greylistctl beside it: greylistd starts the maintenance from its own
+	# directory.
+	local tree=$GREYLISTD GREYLISTD=$WORK/nobody-bin/greylistd
+	mkdir -p "$WORK/nobody-bin"
 	cp "$tree" "$GREYLISTD"
+	cp "$GREYLISTCTL" "$WORK/nobody-bin/greylistctl"
 	mkdir "$D/data"
 	chown nobody "$D/log"
 	DB=$D/data/db

@@ -1,6 +1,8 @@
 # tests/systemd.sh - the systemd units greylistd.socket and
-# greylistd@.service, and the milter's greylistd-milter.socket and
-# greylistd-milter@.service. test.sh sources this file and calls t_systemd; it uses
+# greylistd@.service, the milter's greylistd-milter.socket and
+# greylistd-milter@.service, and greylistd-protocol.socket and
+# greylistd-protocol@.service (Exim, Debian greylistd's protocol). test.sh
+# sources this file and calls t_systemd; it uses
 # the helpers of tests/lib.sh and the environment GREYLISTD (the built
 # binary) and WORK (a temp dir).
 #
@@ -25,6 +27,8 @@ SD_SOCKET=$SD_SRC/greylistd.socket
 SD_SERVICE=$SD_SRC/greylistd@.service
 SD_MSOCKET=$SD_SRC/greylistd-milter.socket
 SD_MSERVICE=$SD_SRC/greylistd-milter@.service
+SD_GP_SOCKET=$SD_SRC/greylistd-protocol.socket
+SD_GP_SERVICE=$SD_SRC/greylistd-protocol@.service
 SD_EXEC=/usr/sbin/greylistd		# ExecStart in the source; make install rewrites it
 
 # sd_get FILE SECTION KEY - the value systemd uses for KEY in [SECTION]
@@ -55,7 +59,7 @@ sd_all() {
 		}' "$1"
 }
 
-# sd_copies - copies of the four units in $D, ExecStart pointing at
+# sd_copies - copies of the six units in $D, ExecStart pointing at
 # $GREYLISTD
 sd_copies() {
 	cp "$SD_SOCKET" "$D/greylistd.socket"
@@ -64,6 +68,9 @@ sd_copies() {
 		> "$D/greylistd@.service"
 	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_MSERVICE" \
 		> "$D/greylistd-milter@.service"
+	cp "$SD_GP_SOCKET" "$D/greylistd-protocol.socket"
+	sed "s|^ExecStart=$SD_EXEC\\b|ExecStart=$GREYLISTD|" "$SD_GP_SERVICE" \
+		> "$D/greylistd-protocol@.service"
 }
 
 sd_verify() {
@@ -95,6 +102,10 @@ sd_verify() {
 		./greylistd-milter.socket ./greylistd-milter@.service 2>&1); rc=$?
 	expect "systemd-analyze verify greylistd-milter.socket greylistd-milter@.service: exit 0, no warnings" \
 		"0 " "$rc $out"
+	out=$(cd "$D" && MANPATH=$D/man systemd-analyze verify $man \
+		./greylistd-protocol.socket ./greylistd-protocol@.service 2>&1); rc=$?
+	expect "systemd-analyze verify greylistd-protocol.socket greylistd-protocol@.service: exit 0" 0 "$rc"
+	expect "systemd-analyze verify greylistd-protocol.*: no warnings" "" "$out"
 
 	# The check has teeth: the same units with a missing binary fail.
 	sed -i "s|^ExecStart=$GREYLISTD\\b|ExecStart=$D/no-such-binary|" "$D/greylistd@.service"
@@ -108,7 +119,7 @@ sd_security() {
 
 	newdir systemd-security
 	sd_copies
-	for unit in greylistd@.service greylistd-milter@.service; do
+	for unit in greylistd@.service greylistd-milter@.service greylistd-protocol@.service; do
 		# --threshold counts in tenths in systemd 252: 10 is an exposure of
 		# 1.0 ("--threshold=1.0" is refused as unparsable).
 		out=$(cd "$D" && systemd-analyze security --offline=yes --threshold=10 \
@@ -205,6 +216,40 @@ sd_settings() {
 	*--log-file*) fail "service: logs to the journal" "ExecStart has --log-file" ;;
 	*) pass "service: ExecStart has no --log-file (greylistd logs to the journal)" ;;
 	esac
+	sd_gp_settings
+}
+
+# sd_settings_of FILE - every setting of a unit but ExecStart= and
+# Description=, in order, without comments
+sd_settings_of() { grep -vE '^[[:space:]]*(#|$)|^(ExecStart|Description)=' "$1"; }
+
+# sd_gp_settings - greylistd-protocol.socket and greylistd-protocol@.service
+sd_gp_settings() {
+	local s=$SD_GP_SOCKET v=$SD_GP_SERVICE listen il ib
+
+	expect "protocol socket: Accept=yes (one greylistd per connection)" yes "$(sd_get "$s" Socket Accept)"
+	listen=$(sd_get "$s" Socket ListenStream)
+	case $listen in
+	/run/greylistd/socket|/var/run/greylistd/socket)
+		fail "protocol socket: not Debian greylistd's socket path" "ListenStream=$listen" ;;
+	/run/*) pass "protocol socket: $listen, beside Debian greylistd's /run/greylistd/socket, never on it" ;;
+	*) fail "protocol socket: a UNIX socket under /run" "ListenStream=$listen" ;;
+	esac
+	expect "protocol socket: 0660, group greylistd (Exim's user joins it)" "0660 greylistd" \
+		"$(sd_get "$s" Socket SocketMode) $(sd_get "$s" Socket SocketGroup)"
+	check "protocol socket: MaxConnections=$(sd_get "$s" Socket MaxConnections) is above 300 (a connection per RCPT)" \
+		test "$(sd_get "$s" Socket MaxConnections || echo 0)" -gt 300
+	il=$(sd_get "$s" Socket TriggerLimitIntervalSec)
+	ib=$(sd_get "$s" Socket TriggerLimitBurst)
+	if [ "$il" = 0 ] || [ "$ib" = 0 ]; then
+		pass "protocol socket: trigger limit off (a message to 100 recipients is 200 connections)"
+	else
+		fail "protocol socket: trigger limit off" "TriggerLimitIntervalSec=${il:-unset} TriggerLimitBurst=${ib:-unset}"
+	fi
+	expect "protocol service: ExecStart is $SD_EXEC --greylistd-protocol" "$SD_EXEC --greylistd-protocol" \
+		"$(sd_get "$v" Service ExecStart)"
+	expect "protocol service: every other setting is greylistd@.service's, in its order" "" \
+		"$(diff <(sd_settings_of "$SD_SERVICE") <(sd_settings_of "$v"))"
 }
 
 # sd_expand NAME... - the system calls a SystemCallFilter= word stands for
@@ -251,6 +296,9 @@ sd_syscalls() {
 	req sender=l@x.org | sd_trace --log-file="$D/log" --lock-timeout=1s >/dev/null
 	stop $n
 	printf 'request=bogus\n\n' | sd_trace --log-file="$D/log" >/dev/null
+	# Debian greylistd's protocol (greylistd-protocol@.service)
+	printf -- '--grey 198.51.100.0/24 a@x.org b@x.org' | sd_trace --log-file="$D/log" --greylistd-protocol >/dev/null
+	printf -- 'stats' | sd_trace --log-file="$D/log" --greylistd-protocol >/dev/null
 	printf 'client /[/\n' > "$D/wl"		# maintenance logs the bad line
 	req sender=w@x.org | sd_trace --log-file="$D/log" --whitelist="$D/wl" >/dev/null
 	rm -f "$D/db"
@@ -578,12 +626,12 @@ sd_halt() {
 # MaxConnections=10 (glsmall), and the clients' script and requests
 sd_live_units() {
 	local u=$D/upper/gltest/units
-	cp "$SD_SOCKET" "$SD_SERVICE" "$SD_MSOCKET" "$SD_MSERVICE" "$u/"
+	cp "$SD_SOCKET" "$SD_SERVICE" "$SD_MSOCKET" "$SD_MSERVICE" "$SD_GP_SOCKET" "$SD_GP_SERVICE" "$u/"
 	# the same units with MaxConnections=10, to overrun it cheaply
 	sed -e 's|^ListenStream=.*|ListenStream=127.0.0.1:10031|' \
 		-e 's|^MaxConnections=.*|MaxConnections=10|' "$SD_SOCKET" > "$u/glsmall.socket"
 	cp "$SD_SERVICE" "$u/glsmall@.service"
-	SD_WANTS="greylistd.socket glsmall.socket greylistd-milter.socket"
+	SD_WANTS="greylistd.socket glsmall.socket greylistd-milter.socket greylistd-protocol.socket"
 	mt_packets 192.0.2.77 milter@example.org bob@example.net > "$D/upper/gltest/milter.in"
 
 	# client.sh lat N | eof | hold N PORT - clients run in the container
@@ -658,6 +706,7 @@ sd_live_checks() {
 		"$(sd_in stat -c '%U %a' /var/lib/greylistd)"
 	expect "live: the database: greylistd, 600" "greylistd 600" \
 		"$(sd_in stat -c '%U %a' /var/lib/greylistd/greylistd.db)"
+	sd_live_protocol
 
 	# The milter's units: a session on the UNIX socket, as Sendmail sends it
 	expect "live: greylistd-milter.socket listening" active "$(sd_in systemctl is-active greylistd-milter.socket)"
@@ -717,6 +766,26 @@ sd_live_checks() {
 		'whitelist:1: .*line skipped' "$D/journal.txt"
 	check "live: after a protocol violation the client sees EOF at once, not when maintenance ends ($(echo "$out" | tail -n 1) ms)" \
 		test "$(echo "$out" | tail -n 1)" -lt 1000
+}
+
+# sd_live_protocol - greylistd-protocol.socket under the real systemd:
+# Debian greylistd's line in, "true" or "false" out
+sd_live_protocol() {
+	local out
+	expect "live: greylistd-protocol.socket listening" active "$(sd_in systemctl is-active greylistd-protocol.socket)"
+	expect "live: /run/greylistd/protocol.sock is 0660, root, group greylistd" "srw-rw---- root greylistd" \
+		"$(sd_in stat -c '%A %U %G' /run/greylistd/protocol.sock)"
+	out=$(printf -- '--grey 198.51.100.0/24 alice@sender.test bob@dest.test' |
+		sd_in socat -t 5 - UNIX-CONNECT:/run/greylistd/protocol.sock)
+	expect "live: --grey for a new triplet: true, and nothing else" true "$out"
+	out=$(printf -- '--black 198.51.100.7 alice@sender.test bob@dest.test' |
+		sd_in socat -t 5 - UNIX-CONNECT:/run/greylistd/protocol.sock)
+	expect "live: --black: false" false "$out"
+	sleep 0.5
+	sd_in journalctl --no-pager -o export GREYLISTD_CLIENT_ADDRESS=198.51.100.0 > "$D/protocol.export"
+	expect_grep "live: journal entry from a greylistd-protocol@ instance" \
+		'^_SYSTEMD_UNIT=greylistd-protocol@[0-9]+-[0-9]+-0\.service$' "$D/protocol.export"
+	expect_grep "live: logged as user greylistd" "^_UID=$SD_UID\$" "$D/protocol.export"
 }
 
 t_systemd() {
