@@ -147,7 +147,9 @@ static void m_client(char *ip)
 		*slash = 0;
 	for (p = ip; *p; p++)
 		dots += *p == '.';
-	for (p = ip; dots == 7 && !strchr(ip, ':') && *p; p++)
+	if (dots != 7 || strchr(ip, ':'))
+		return;
+	for (p = ip; *p; p++)
 		if (*p == '.')
 			*p = ':';
 }
