@@ -128,6 +128,12 @@ t_bad_input() {
 	expect_grep "control characters, commas and backslashes are escaped in the log" \
 		'sender=a\\x01b\\x2cc\\x5cd@x.org' "$D/log"
 	expect_grep "long values are cut in the log and marked" 'recipient=r{256}\.\.\.$' "$D/log"
+
+	newdir gp-long
+	out=$(printf -- '--grey 192.0.2.10 alice@example.com bob@%s\n' "$long" | gl --greylistd-protocol)
+	expect "Debian greylistd's protocol: a recipient longer than 8448 bytes is refused, false (it overflowed the triplet)" \
+		"false 0" "$out $?"
+	expect_grep "and said" 'warning: greylistd protocol: a word longer than 8448 bytes; answered false' "$D/log"
 }
 
 # --- the triplet ------------------------------------------------------------

@@ -9,7 +9,8 @@
  * first: the system headers, an invariant check that aborts (libFuzzer
  * keeps the input), and helpers for memory-backed files (memfd), which
  * stand in for the connection, the log file, stdout, stderr and the
- * admins' files.
+ * admins' files, and a read(2) that returns short counts on the
+ * connection, as a socket does.
  */
 
 #define _GNU_SOURCE
@@ -118,4 +119,24 @@ static int fz_printable(const char *p, size_t n)
 		if ((unsigned char)p[i] < 32 || (unsigned char)p[i] > 126)
 			return 0;
 	return 1;
+}
+
+/* The connection (fz_conn_fd), and the schedule of its short reads: a
+ * target that includes greylistd.c renames read(2) to fz_read, so that
+ * requests and packets arrive in pieces (fz_sched 0: whole reads). */
+__attribute__((unused)) static int fz_conn_fd = -1;
+__attribute__((unused)) static unsigned fz_sched, fz_nreads;
+
+__attribute__((unused))
+static ssize_t fz_read(int fd, void *buf, size_t n)
+{
+	static const size_t chunk[] = { 1, 2, 5, 13, 64, 511, 4096, 9000 };
+
+	if (fd == fz_conn_fd && fz_sched) {
+		size_t cap = chunk[(fz_sched * 3 + fz_nreads++) % 8];
+
+		if (n > cap)
+			n = cap;
+	}
+	return read(fd, buf, n);
 }

@@ -3,13 +3,14 @@
 #
 # t_fuzz replays every kept crash (fuzz/regressions/TARGET/) and every
 # seed (fuzz/corpus/TARGET/) through its target, then fuzzes each target
-# for FUZZ_SECONDS (15) with fuzz/run.sh. The targets: request, whitelist,
-# report, dump, config (FUZZ_TARGETS). One PASS or FAIL per target and
-# step; warnings in the build of a target or a module are a FAIL too. A
-# missing clang or libFuzzer runtime is a FAIL, not a skip: the claim that
-# no input crashes greylistd rests on this group.
+# for FUZZ_SECONDS (15) with fuzz/run.sh. The targets: request, milter, gp
+# (Debian greylistd's protocol), whitelist, report, dump, config
+# (FUZZ_TARGETS). One PASS or FAIL per target and step; warnings in the
+# build of a target or a module are a FAIL too. A missing clang or
+# libFuzzer runtime is a FAIL, not a skip: the claim that no input crashes
+# greylistd rests on this group.
 
-FUZZ_TARGETS="request whitelist report dump config"
+FUZZ_TARGETS="request milter gp whitelist report dump config"
 
 t_fuzz() {
 	local run out line t rc warn

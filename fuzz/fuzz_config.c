@@ -24,7 +24,13 @@
  *   - config_check finds no error exactly when the model finds the
  *     templates printable, within MAX_TEXT and with only their
  *     placeholders, the action one Postfix takes, the host name a host
- *     name, and the durations in order.
+ *     name, the durations in order, --defer-at rcpt or data, at most
+ *     one of --milter, --greylistd-protocol and --exim, and the Redis
+ *     options (redis_check) good: each address a socket path or an IP
+ *     address and port, --redis-sentinel with --redis-master and never
+ *     with --redis, --redis-password-file and --redis-wait only with a
+ *     Redis store; and --defer-at=data is kept for the policy protocol
+ *     only (defer_at_data).
  *
  * Header: h & 1: the file is padded with a comment to more than 64 KiB
  * (it must be refused whole); h & 2: config_check() runs after.
@@ -32,6 +38,7 @@
 
 #include "fuzz.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
 
@@ -377,23 +384,95 @@ static int m_host(const char *h)
 	}
 }
 
-/* check_check - config_check finds an error exactly when the model does */
+/* m_raddr - a Redis address, [s, s+len): "/path" (shorter than
+ * sun_path's 108), or an IP address (IPv6 in brackets) ":" a port from 1
+ * to 65535 of at most five digits; never a name */
+static int m_raddr(const char *s, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+	unsigned char bin[16];
+	size_t i = len, hl, digits;
+	long port = 0;
+
+	if (len > 0 && s[0] == '/')
+		return len < 108;
+	while (i > 0 && s[i - 1] != ':')
+		i--;
+	if (i == 0)
+		return 0;
+	digits = len - i;
+	if (digits < 1 || digits > 5)
+		return 0;
+	for (; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+		port = port * 10 + (s[i] - '0');
+	}
+	hl = len - digits - 1;
+	if (hl > 2 && s[0] == '[' && s[hl - 1] == ']') {
+		s++;
+		hl -= 2;
+	} else if (memchr(s, ':', hl)) {
+		return 0;
+	}
+	if (port < 1 || port > 65535 || hl == 0 || hl >= sizeof(host))
+		return 0;
+	memcpy(host, s, hl);
+	host[hl] = 0;
+	return inet_pton(AF_INET, host, bin) == 1
+		|| inet_pton(AF_INET6, host, bin) == 1;
+}
+
+/* m_redis - the Redis options: each address good, the Sentinels (a
+ * comma-separated list) only with a primary's name and the other way
+ * round, not both ways at once, a password file or --redis-wait only
+ * with one of them (hiredis is there: LLVMFuzzerInitialize saw it) */
+static int m_redis(void)
+{
+	const char *s = cfg.redis_sentinel, *comma;
+	int store = cfg.redis || cfg.redis_sentinel;
+
+	if (cfg.redis && !m_raddr(cfg.redis, strlen(cfg.redis)))
+		return 0;
+	for (; s; s = *comma ? comma + 1 : NULL) {
+		comma = s + strcspn(s, ",");
+		if (!m_raddr(s, (size_t)(comma - s)))
+			return 0;
+	}
+	return !cfg.redis_sentinel == !cfg.redis_master
+		&& !(cfg.redis && cfg.redis_sentinel)
+		&& (store || (!cfg.redis_password_file && !cfg.redis_wait));
+}
+
+/* check_check - config_check finds an error exactly when the model
+ * does, and --defer-at=data holds for the policy protocol only */
 static void check_check(void)
 {
-	int ok, before = config_errors;
+	int ok, before = config_errors, data;
 
+	data = strcmp(cfg.defer_at, "data") == 0;
 	ok = m_action(cfg.greylist_action)
 		&& m_template(cfg.greylist_text, "sr")
 		&& m_template(cfg.header, "tvhd")
 		&& (!*cfg.header || strchr(cfg.header, ':'))
 		&& cfg.retry_window > cfg.delay && cfg.max_age >= cfg.delay
-		&& *cfg.db_path && (!cfg.hostname || m_host(cfg.hostname));
+		&& *cfg.db_path && (!cfg.hostname || m_host(cfg.hostname))
+		&& (data || strcmp(cfg.defer_at, "rcpt") == 0)
+		&& cfg.milter + cfg.greylistd_protocol + cfg.exim <= 1
+		&& m_redis();
+	data = data && !cfg.milter && !cfg.greylistd_protocol && !cfg.exim;
 	config_check();
-	CHECK(ok == (config_errors == before), "config_check: %d errors, the"
-	      " model finds the settings %s (action %.40s, text %.60s, header"
-	      " %.60s, host %.60s)", config_errors - before, ok ? "good"
-	      : "bad", cfg.greylist_action, cfg.greylist_text, cfg.header,
-	      cfg.hostname ? cfg.hostname : "(none)");
+	CHECK(ok == (config_errors == before), "config_check: %d errors (%s),"
+	      " the model finds the settings %s (action %.40s, text %.60s,"
+	      " header %.60s, host %.60s, redis %.60s, sentinel %.60s)",
+	      config_errors - before, config_errors > before
+	      && before < MAX_CONFIG_ERRORS ? errors[before] : "none",
+	      ok ? "good" : "bad", cfg.greylist_action, cfg.greylist_text,
+	      cfg.header, cfg.hostname ? cfg.hostname : "(none)",
+	      cfg.redis ? cfg.redis : "(none)",
+	      cfg.redis_sentinel ? cfg.redis_sentinel : "(none)");
+	CHECK(cfg.defer_at_data == data, "defer_at_data is %lld, the model"
+	      " says %d", cfg.defer_at_data, data);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -408,6 +487,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(conf_arg, sizeof(conf_arg), "--config=%s", conf_path);
 	defaults = cfg;
 	defaults.config = conf_path;	/* as the command line sets it */
+	if (!lib_symbol(LIB_HIREDIS, 0) || !lib_symbol(LIB_NETTLE, 0)) {
+		fprintf(stderr, "fuzz_config: libhiredis.so.0.14 or"
+			" libnettle.so.8 cannot be loaded: config_check would"
+			" refuse --redis or --privacy\n");
+		abort();
+	}
 	return 0;
 }
 

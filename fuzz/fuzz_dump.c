@@ -12,8 +12,9 @@
  * is a memfd), and that line is loaded by a second loader that knows the
  * file's key kind, as a dump of that file would tell it. Invariants:
  *   - a line that loads adds exactly one record to the batch, or is a
- *     comment, a blank line or the key-kind note; a line that does not
- *     load gives a reason and adds nothing;
+ *     comment, a blank line (empty, or spaces only: split() finds no
+ *     word, and load skips it as it skips an empty one) or the key-kind
+ *     note; a line that does not load gives a reason and adds nothing;
  *   - a loaded record is of a shape the reader knows (rec_split: a T
  *     record is a valid triplet, a C record a client) or a note
  *     greylistd keeps, with a key that fits MAX_KEY;
@@ -22,8 +23,9 @@
  *     keys and with hashed ones (--privacy: a plain record loaded into a
  *     hashed file becomes a digest under the file's secret, and its dump
  *     loads as that digest);
- *   - the key-kind note the loader learned, dumped, loads as the same
- *     key kind.
+ *   - the key-kind note the loader learned ("M keys plain" or "M keys
+ *     hmac-sha256:HEX", load_kind), stored as the file keeps it and
+ *     dumped, loads as the same key kind.
  * Lines of a dump of version 1 ("# greylistd dump 1" first, notes as
  * "M VALUE NAME") are read as such.
  *
@@ -139,24 +141,20 @@ static void check_round_trip(const struct loader *l, const char *orig)
 	batch_free(&b.vals);
 }
 
-/* check_kind_note - the key kind the loader learned from a note, as the
- * note dump writes, loads as the same kind */
+/* check_kind_note - the key kind the loader learned from a note, stored
+ * as the file keeps it (key_kind_encode) and dumped, loads as the same
+ * kind */
 static void check_kind_note(const struct loader *l, const char *orig)
 {
 	static char line[MAX_DUMP_LINE + 2];
 	struct loader b = { .version = 2 };
 	char value[MAX_RECORD];
 	const char *why;
-	size_t o, i;
 	int fatal = 0;
 	char *d;
 
-	o = (size_t)snprintf(value, sizeof(value), "1 %s", l->dump.hashed
-			     ? "hmac-sha256 " : "plain");
-	for (i = 0; l->dump.hashed && i < sizeof(l->dump.secret); i++)
-		o += (size_t)snprintf(value + o, sizeof(value) - o, "%02x",
-				      l->dump.secret[i]);
-	d = redump(note_key(NOTE_KEYS), (datum){ value, (int)o });
+	d = redump(note_key(NOTE_KEYS), key_kind_encode(&l->dump, value,
+							sizeof(value)));
 	snprintf(line, sizeof(line), "%s", d);
 	b.file = l->file;
 	b.file_known = l->file_known;
@@ -174,23 +172,26 @@ static int check_line(struct loader *l, char *line)
 {
 	static char orig[MAX_DUMP_LINE + 2];
 	size_t nkeys = l->keys.n;
-	int fatal = 0, knew = l->dump_known;
+	int fatal = 0, knew = l->dump_known, blank;
 	const char *why;
 
 	snprintf(orig, sizeof(orig), "%s", line);
+	blank = orig[0] == '#' || !orig[strspn(orig, " ")];
 	l->line++;
 	why = load_line(l, line, &fatal);
 	CHECK(l->keys.n == l->vals.n, "%zu keys, %zu values", l->keys.n,
 	      l->vals.n);
+	CHECK(!blank || !why, "the comment or blank line \"%.200s\" refused:"
+	      " %s", orig, why);
 	if (why) {
 		CHECK(l->keys.n == nkeys, "\"%.200s\" added a record, but: %s",
 		      orig, why);
 		return fatal;
 	}
 	CHECK(!fatal, "fatal without a reason");
-	if (orig[0] == '#' || !orig[0]) {
-		CHECK(l->keys.n == nkeys, "a comment added a record: %.200s",
-		      orig);
+	if (blank) {
+		CHECK(l->keys.n == nkeys, "a comment or a blank line added a"
+		      " record: %.200s", orig);
 		return 0;
 	}
 	if (l->keys.n == nkeys) {

@@ -19,8 +19,10 @@
  *   - report_file reads every line without failing;
  *   - the report adds up: deferred = passed_later + never_retried +
  *     pending, at most one deferred triplet per triplet seen, one listed
- *     line per never-retried triplet, and no delay is negative (a pass
- *     counts only after a deferral);
+ *     line per never-retried triplet and per triplet that --learn's
+ *     lines say enforcing would have deferred (would_delay=, printed
+ *     with them), and no delay is negative (a pass counts only after a
+ *     deferral);
  *   - every line on stdout is printable ASCII (a field of a crafted log
  *     line cannot reach the admin's terminal): the listed lines hold the
  *     columns asked for, none empty, separated by one space or one tab;
@@ -211,10 +213,11 @@ static void check_listed(const char *line, size_t len)
 /* check_print - report_print's output: printable, and it adds up */
 static void check_print(void)
 {
-	size_t len, elen, listed = 0, deferred, passed, never, pending, i;
+	size_t len, elen, listed = 0, deferred, passed, never, pending, i,
+		would = 0;
 	int saved = dup(2), tops = 0;
 	long long median;
-	char *out, *err, *line, *nl, *sum;
+	char *out, *err, *line, *nl, *sum, *wd;
 
 	all.s = rep.all;
 	all.n = rep.n;
@@ -233,6 +236,10 @@ static void check_print(void)
 	CHECK(deferred == passed + never + pending && deferred <= rep.n,
 	      "the summary does not add up: %s (%zu triplets)", sum, rep.n);
 	CHECK(median >= 0, "a negative delay: %s", sum);
+	wd = strstr(sum, " would_delay=");
+	CHECK(!wd || (sscanf(wd, " would_delay=%zu", &would) == 1
+		      && would > 0 && deferred + would <= rep.n),
+	      "would_delay: %s (%zu triplets)", sum, rep.n);
 	for (line = err; (nl = strchr(line, '\n')); line = nl + 1)
 		CHECK(fz_printable(line, (size_t)(nl - line)),
 		      "a non-printable byte on stderr: %.*s", (int)(nl - line),
@@ -252,8 +259,8 @@ static void check_print(void)
 			listed++;
 		}
 	}
-	CHECK(listed == never, "%zu lines listed, never_retried=%zu", listed,
-	      never);
+	CHECK(listed == never + would, "%zu lines listed, never_retried=%zu"
+	      " would_delay=%zu", listed, never, would);
 	CHECK(tops == (top ? 2 : 0), "%d tops printed, --top=%lld", tops, top);
 }
 

@@ -1,6 +1,6 @@
 /*
- * fuzz_request - greylistd.c's request reader and parser, then the parts
- * of the serve path that need no database, under libFuzzer.
+ * fuzz_request - greylistd.c's request reader and parser, then the
+ * answer to each request (with a store of scenarios), under libFuzzer.
  *
  * The bytes are a connection: they are put in a memfd that serves as the
  * connection's input, and read_request() reads them through the real
@@ -17,26 +17,43 @@
  * greylistd reads given twice, or no request=smtpd_access_policy is a
  * violation.
  *
- * Each request that parses then goes through make_triplet() (client_net,
- * normalise_sender, lower), whitelisted() with the whitelist set of
- * greylistd.c (loaded by wl_load, as wl_refresh does), a verdict (the
- * real one when the whitelist decides, else one the database could
- * give), log_decision() into the --log-file (a memfd, opened by
- * log_open) and format_reply(), with these invariants:
+ * Each request that parses is then answered by the real answer(): judge
+ * (wl_refresh, policy: make_triplet, wl_match, the store), the decision
+ * log into the --log-file (a memfd, opened by log_open), --defer-at=data
+ * (at_data) and format_reply, the reply written to a memfd. The store is
+ * fuzz_serve.h's: the GDBM file's look-up (db_greylist) is replaced by
+ * the real rule (decide) over the records of a scenario the input picks.
+ * A model says, on its own, what must come of each request: not RCPT, a
+ * bad request (and why), a whitelist's pass, or the store's verdict (new,
+ * early, first pass, pass, AWL, fail-open; with --learn, learning instead
+ * of new or early); with --defer-at=data, which RCPT deferrals are held
+ * (answered DUNNO) and which DATA request is deferred for its message,
+ * with how many recipients and the longest wait, and when the warning of
+ * deferrals that met no DATA request is due (once per connection). The
+ * invariants:
  *   - attribute values hold no NUL, CR or newline;
  *   - make_triplet accepts exactly what inet_pton accepts, and its
  *     address, network and auto-whitelist key are consistent with the
  *     prefix lengths; the recipient is the value in ASCII lower case;
  *     the normalised sender is no longer than the value;
- *   - wl_client gives only client entries, wl_recipient only recipient
- *     entries; a match that gives up logs only its warning;
- *   - a reply starts with "action=", ends with "\n\n" and is otherwise
- *     printable ASCII;
+ *   - wl_match's entry is of the kind its verdict says; a match that
+ *     gives up logs only its warning;
+ *   - the store is asked exactly when no earlier rule decides;
+ *   - the log holds, in order, the auto-whitelist's line when the client
+ *     joined it, the decision line, the --defer-at=data warning and the
+ *     DATA request's decision line (no recipient=), and nothing else;
+ *     each decision line is printable, starts with the queue id and the
+ *     verdict's action, gives the model's reason, and log_field (what
+ *     greylistctl report reads it with) gives back each value that was
+ *     not cut, and none that was not logged;
  *   - log_value's output is printable ASCII, at most LOG_VALUE_MAX + 3
  *     bytes, and unescapes to (a prefix of) the value;
- *   - the decision line is one printable line, and log_field (what
- *     greylistctl report reads it with) gives back each value that was
- *     not cut, and none that was not logged.
+ *   - a reply is one printable "action=..." line and an empty line; a
+ *     deferral is the one format_reply makes of the request it answers
+ *     (a deferred DATA request names its first deferred recipient for
+ *     %r); a held deferral and every other pass is DUNNO, but a first
+ *     pass, which gets the header once per message; --learn never
+ *     defers.
  *
  * Input: a 4-byte header, then the connection's bytes.
  *   h[0] & 3 == 3	a filler of complete requests comes first, so that
@@ -49,6 +66,8 @@
  *   h[0] & 0x20	--lookup-by-host
  *   h[0] >> 6		which templates and action (valid ones)
  *   h[1] % 33		--ipv4cidr;  h[2] % 129: --ipv6cidr
+ *   h[3] & 0x80	--learn;  h[3] & 0x40: --defer-at=data
+ *   h[3] + N		the store's scenario for the N-th request
  */
 
 #include "fuzz.h"
@@ -56,32 +75,9 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 
-/* The connection's fd, and the short-read schedule. */
-static int conn_fd = -1;
-static unsigned sched, nreads;
+#include "fuzz_serve.h"
 
-static ssize_t fz_read(int fd, void *buf, size_t n)
-{
-	static const size_t chunk[] = { 1, 2, 5, 13, 64, 511, 4096, 9000 };
-
-	if (fd == conn_fd && sched) {
-		size_t cap = chunk[(sched * 3 + nreads++) % 8];
-
-		if (n > cap)
-			n = cap;
-	}
-	return read(fd, buf, n);
-}
-
-#define read(fd, buf, n) fz_read(fd, buf, n)
-#define main greylistd_main
-#include "greylistd.c"
-#undef main
-#undef read
-
-/* The log file (a memfd), as this process sees it. */
-static int log_mem = -1;
-
+/* The log file (a memfd), as this process sees it; the replies. */
 /* The first 12 bytes of an IPv4-mapped IPv6 address. */
 static const unsigned char v4mapped[12] =
 	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -200,19 +196,6 @@ static size_t unlog_n(const char *s, char *out)
 	return o;
 }
 
-/* escaped_len - how long log_value's escaped form of v is, uncut */
-static size_t escaped_len(const char *v)
-{
-	size_t n = 0;
-
-	for (; *v; v++) {
-		unsigned char c = (unsigned char)*v;
-
-		n += c >= 32 && c < 127 && c != '\\' && c != ',' ? 1 : 4;
-	}
-	return n;
-}
-
 /* check_log_value - the sanitiser's promises for one value */
 static void check_log_value(const char *v)
 {
@@ -283,95 +266,197 @@ static int check_triplet(const struct request *r, struct triplet *t)
 	return 0;
 }
 
-/* check_log - the decision line, read back as `greylistd report` does */
-static void check_log(const struct request *r, const struct outcome *o)
-{
-	static char got[MAX_LINE];
-	const char *line, *msg;
-	size_t len, i;
-	char *s;
-
-	log_decision(r, o);
-	s = fz_take(log_mem, &len);
-	if (!verdicts[o->v].action) {
-		CHECK(len == 0, "a line logged for no decision: %s", s);
-		return;
-	}
-	CHECK(len > 0 && s[len - 1] == '\n'
-	      && memchr(s, '\n', len) == s + len - 1,
-	      "the decision is not one line: %s", s);
-	CHECK(fz_printable(s, len - 1), "a non-printable in the log: %s", s);
-	line = strstr(s, "]: ");
-	CHECK(line, "no \"greylistd[PID]: \" in %s", s);
-	msg = line + 3;
-	if (r->attr[A_QUEUE_ID] && *r->attr[A_QUEUE_ID]) {
-		msg = strstr(msg, ": action=");
-		CHECK(msg, "no queue id before the action: %s", s);
-		msg += 2;
-	}
-	CHECK(strncmp(msg, "action=", 7) == 0, "not action= first: %s", s);
-	s[len - 1] = 0;
-	for (i = 0; i < NLOGGED; i++) {
-		const char *v = r->attr[logged_attrs[i].id];
-		const char *f = log_field(msg, attr_names[logged_attrs[i].id],
-					  got, sizeof(got));
-
-		if (!v || !*v) {
-			CHECK(!f, "%s read back though not logged: %s",
-			      attr_names[logged_attrs[i].id], s);
-			continue;
-		}
-		CHECK(f, "%s not read back: %s", attr_names[logged_attrs[i].id],
-		      s);
-		if (escaped_len(v) <= LOG_VALUE_MAX)
-			CHECK(strcmp(f, v) == 0, "%s read back as %s: %s",
-			      attr_names[logged_attrs[i].id], f, s);
-	}
-}
-
 /* check_reply - one action line and an empty line, printable */
-static void check_reply(const struct request *r, const struct outcome *o,
-			int prepend)
+static void check_reply(const char *reply, size_t n)
 {
-	char reply[MAX_REPLY];
-	size_t n = format_reply(reply, sizeof(reply), r, o, prepend);
-
-	CHECK(n == strlen(reply), "reply length %zu", n);
+	CHECK(n == strlen(reply), "a NUL in the reply");
 	CHECK(n >= 9 && strncmp(reply, "action=", 7) == 0
-	      && reply[n - 2] == '\n' && reply[n - 1] == '\n',
+	      && reply[n - 2] == '\n' && reply[n - 1] == '\n'
+	      && memchr(reply, '\n', n) == reply + n - 2,
 	      "reply not action=...\\n\\n: %s", reply);
 	CHECK(fz_printable(reply, n - 2), "reply not printable: %s", reply);
 }
-
-/* The database's verdicts, simulated: the whitelist's are real. */
-static const enum verdict db_verdicts[] =
-	{ V_NEW, V_EARLY, V_PASS_FIRST, V_PASS, V_AWL, V_FAIL_OPEN };
 
 /* check_gave_up - what the whitelist logged: nothing, or only that a
  * regex gave up (once per entry) */
 static void check_gave_up(void)
 {
 	size_t len;
-	char *s = fz_take(log_mem, &len), *line, *nl;
+	char *s = fz_take(log_mem, &len), *line;
 
-	for (line = s; line < s + len; line = nl + 1) {
-		nl = memchr(line, '\n', (size_t)(s + len - line));
-		CHECK(nl, "a log line without its newline: %s", line);
-		*nl = 0;
-		CHECK(strstr(line, "]: warning: ")
-		      && strstr(line, ": the regular expression gave up ("),
-		      "the whitelist logged: %s", line);
-	}
+	line = next_line(&s, s + len, 1);
+	CHECK(!line, "the whitelist logged: %s", line);
 }
 
-/* check_policy - policy() up to the database, then answer and log */
-static void check_policy(const struct request *r, unsigned k)
+/* expect - the verdict policy() must give before the store (V_NEW: the
+ * store decides), found on its own: the stage, the attributes a triplet
+ * needs, make_triplet against inet_pton, the whitelist (wl_match, whose
+ * entry must be of the kind its verdict says) */
+static void expect(const struct request *r, struct triplet *t,
+		   struct outcome *o)
 {
-	static struct triplet t;
-	static char tmp[MAX_LINE + 1];
+	static const enum attr_id needed[] =
+		{ A_CLIENT_ADDRESS, A_SENDER, A_RECIPIENT };
 	const char *state = r->attr[A_PROTOCOL_STATE];
 	const struct wl_entry *e;
-	struct outcome o;
+	size_t i;
+
+	memset(o, 0, sizeof(*o));
+	if (state && strcmp(state, "RCPT") != 0) {
+		o->v = V_NOT_RCPT;
+		return;
+	}
+	for (i = 0; i < 3; i++)
+		if (!r->attr[needed[i]]) {
+			o->v = V_BAD_REQUEST;
+			snprintf(o->why, sizeof(o->why), "bad request (no %s)",
+				 attr_names[needed[i]]);
+			return;
+		}
+	if (check_triplet(r, t) != 0) {
+		o->v = V_BAD_REQUEST;
+		snprintf(o->why, sizeof(o->why), "bad request (client_address"
+			 " is not an IP address)");
+		return;
+	}
+	e = wl_match(&whitelists, t, r->attr[A_CLIENT_NAME], &o->v);
+	CHECK(o->v == V_NEW ? !e : o->v == V_WL_CLIENT ? e->kind == WL_NET
+	      || e->kind == WL_HOST || e->kind == WL_CLIENT_RE
+	      : o->v == V_WL_RCPT && (e->kind == WL_USER
+				      || e->kind == WL_ADDRESS
+				      || e->kind == WL_DOMAIN
+				      || e->kind == WL_RCPT_RE),
+	      "wl_match: verdict %d, an entry of kind %d", o->v,
+	      e ? (int)e->kind : -1);
+	check_gave_up();
+}
+
+/* The model of --defer-at=data on one connection: the message whose
+ * deferrals are held, and the header's message. */
+static struct {
+	char inst[MAX_LINE + 1], rcpt[MAX_LINE + 1], header[MAX_LINE + 1];
+	unsigned rcpts, deferred;
+	long long seconds;
+	int data_seen, warned;
+} mh;
+
+enum { H_ANSWER, H_HELD, H_DATA };
+
+/* model_held - what --defer-at=data makes of request r with outcome o
+ * (instance set): H_HELD, answered DUNNO; H_DATA, the message deferred at
+ * its DATA request (o becomes that outcome); else H_ANSWER. *warn: the
+ * warning of deferrals that met no DATA request is due. */
+static int model_held(const struct request *r, struct outcome *o, int *warn)
+{
+	const char *inst = r->attr[A_INSTANCE], *state;
+	int data;
+
+	state = r->attr[A_PROTOCOL_STATE];
+	data = state && strcmp(state, "DATA") == 0;
+	*warn = 0;
+	if (strcmp(mh.inst, inst) != 0) {
+		*warn = mh.deferred && !mh.data_seen && !mh.warned;
+		mh.warned |= *warn;
+		snprintf(mh.inst, sizeof(mh.inst), "%s", inst);
+		mh.rcpts = mh.deferred = 0;
+		mh.seconds = 0;
+	}
+	mh.data_seen |= data;
+	if (data && mh.deferred) {
+		memset(o, 0, sizeof(*o));
+		o->v = V_DATA;
+		o->seconds = mh.seconds;
+		snprintf(o->why, sizeof(o->why), "defer-at-data (%u of %u"
+			 " recipients greylisted)", mh.deferred, mh.rcpts);
+		mh.deferred = 0;
+		return H_DATA;
+	}
+	if (data || o->v == V_NOT_RCPT)
+		return H_ANSWER;
+	mh.rcpts++;
+	if (!verdicts[o->v].defer)
+		return H_ANSWER;
+	if (!mh.deferred++)
+		snprintf(mh.rcpt, sizeof(mh.rcpt), "%s", r->attr[A_RECIPIENT]);
+	if (o->seconds > mh.seconds)
+		mh.seconds = o->seconds;
+	return H_HELD;
+}
+
+/* check_logged - the log of one request: the auto-whitelist's line
+ * (awl_new), the decision, then with --defer-at=data the warning and the
+ * DATA request's decision (without recipient=), in that order */
+static void check_logged(const struct request *r, const struct outcome *o,
+			 const struct triplet *t, int held, int warn,
+			 const struct outcome *od)
+{
+	size_t len;
+	char *s = fz_take(log_mem, &len), *end = s + len, *line;
+	struct request d = *r;
+
+	line = check_judged(next_line(&s, end, 1), &s, end, r, o, t->addr);
+	if (warn) {
+		CHECK(line && strstr(line, "]: warning: defer-at = data: "),
+		      "no warning of deferrals without DATA: %s", line);
+		line = next_line(&s, end, 0);
+	}
+	if (held == H_DATA) {
+		CHECK(line, "no decision logged for the DATA request");
+		d.attr[A_RECIPIENT] = NULL;
+		check_decision(line, &d, od);
+		line = next_line(&s, end, 0);
+	}
+	CHECK(!line, "logged more: %s", line);
+}
+
+/* check_answered - the reply: DUNNO for a held deferral; for a deferral
+ * the one format_reply makes of the request it answers (the DATA
+ * request's names its message's first deferred recipient); a header on
+ * a message's first pass; never a deferral with --learn */
+static void check_answered(const struct request *r, const struct outcome *o,
+			   int held)
+{
+	char want[MAX_REPLY], *got;
+	const char *inst = r->attr[A_INSTANCE];
+	struct request d = *r;
+	size_t n;
+
+	got = fz_take(out_fd, &n);
+	check_reply(got, n);
+	CHECK(!cfg.learn || !verdicts[o->v].defer || held == H_HELD,
+	      "--learn, but deferred: %s", got);
+	if (held == H_HELD || (!verdicts[o->v].defer
+			       && (o->v != V_PASS_FIRST || !*cfg.header))) {
+		CHECK(strcmp(got, "action=DUNNO\n\n") == 0, "not DUNNO: %s",
+		      got);
+		return;
+	}
+	if (held == H_DATA)
+		d.attr[A_RECIPIENT] = mh.rcpt;
+	if (verdicts[o->v].defer) {
+		format_reply(want, sizeof(want), &d, o, 0);
+		CHECK(strcmp(got, want) == 0, "the reply is %s, not %s", got,
+		      want);
+		return;
+	}
+	if (!inst || strcmp(inst, mh.header) != 0)
+		CHECK(strncmp(got, "action=PREPEND ", 15) == 0, "a first pass"
+		      " without its header: %s", got);
+	else
+		CHECK(strcmp(got, "action=DUNNO\n\n") == 0, "a header twice for"
+		      " one message: %s", got);
+	if (inst)
+		snprintf(mh.header, sizeof(mh.header), "%s", inst);
+}
+
+/* check_request - answer() on one request that parsed, with the store of
+ * scenario k; the verdict, the log and the reply against the model */
+static void check_request(struct conn *c, const struct request *r,
+			  unsigned k)
+{
+	static struct triplet t;
+	struct outcome o, od;
+	int held = H_ANSWER, warn = 0;
 	size_t i;
 
 	for (i = 0; i < A_COUNT; i++)
@@ -380,33 +465,19 @@ static void check_policy(const struct request *r, unsigned k)
 			      attr_names[i]);
 			check_log_value(r->attr[i]);
 		}
-	memset(&o, 0, sizeof(o));
-	if (state && strcmp(state, "RCPT") != 0) {
-		o.v = V_NOT_RCPT;
-	} else if (missing(r)) {
-		bad_request(&o, "no sender");
-	} else if (check_triplet(r, &t) != 0) {
-		bad_request(&o, "client_address is not an IP address");
-	} else {
-		o.v = whitelisted(&t, r->attr[A_CLIENT_NAME]);
-		lower(tmp, r->attr[A_CLIENT_NAME] ? r->attr[A_CLIENT_NAME] : "");
-		e = wl_client(&whitelists, t.family, t.bin, tmp);
-		CHECK(!e || e->kind == WL_NET || e->kind == WL_HOST
-		      || e->kind == WL_CLIENT_RE, "wl_client: a recipient entry");
-		e = wl_recipient(&whitelists, t.recipient);
-		CHECK(!e || e->kind == WL_USER || e->kind == WL_ADDRESS
-		      || e->kind == WL_DOMAIN || e->kind == WL_RCPT_RE,
-		      "wl_recipient: a client entry");
-		check_gave_up();
-		if (o.v == V_NEW) {
-			o.v = db_verdicts[k % 6];
-			o.seconds = (long long)(k * 37 % 400);
-			if (o.v == V_FAIL_OPEN)
-				fail_open(&o, "lock not had within 2s");
-		}
-	}
-	check_log(r, &o);
-	check_reply(r, &o, (k & 1) && *cfg.header);
+	expect(r, &t, &o);
+	fz_scene = k;
+	fz_store_calls = 0;
+	CHECK(answer(c, r) == 0, "answer() failed");
+	CHECK(fz_store_calls == (o.v == V_NEW), "%u look-ups for verdict %d",
+	      fz_store_calls, o.v);
+	if (o.v == V_NEW)
+		o = fz_store_out;
+	od = o;
+	if (cfg.defer_at_data && r->attr[A_INSTANCE])
+		held = model_held(r, &od, &warn);
+	check_logged(r, &o, &t, held, warn, &od);
+	check_answered(r, &od, held);
 }
 
 /* fill_requests - n bytes of complete, valid requests */
@@ -449,35 +520,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char p1[64], p2[64], p3[64];
-	static struct wl_list files;
-	int fd;
+	static const char *const text[] = { whitelist, postgrey_clients, NULL };
+	static const enum wl_format format[] = { WLF_GREYLISTD, WLF_CLIENTS };
 
 	(void)argc;
 	(void)argv;
-	setenv("TZ", "UTC", 1);
-	tzset();
-	log_mem = fz_memfd("log");
-	cfg.log_file = fz_path(log_mem, p3, sizeof(p3));
-	log_open();
-	conn_fd = fz_memfd("conn");
-	cfg.hostname = "mx.example";
-	cfg.timeout = 5;
-	fd = fz_memfd("whitelist");
-	fz_set(fd, whitelist, sizeof(whitelist) - 1);
-	files.path[files.n] = fz_path(fd, p1, sizeof(p1));
-	files.format[files.n++] = WLF_GREYLISTD;
-	fd = fz_memfd("clients");
-	fz_set(fd, postgrey_clients, sizeof(postgrey_clients) - 1);
-	files.path[files.n] = fz_path(fd, p2, sizeof(p2));
-	files.format[files.n++] = WLF_CLIENTS;
-	if (config_errors || wl_load(&whitelists, &files, WLR_COUNT, 1) != 0
-	    || whitelists.n < 22) {
-		fprintf(stderr, "fuzz_request: the log or the whitelist did not"
-			" open (%d, %d problems, %zu entries)\n", config_errors,
-			whitelists.problems, whitelists.n);
-		abort();
-	}
+	fz_serve_init(text, format, 22);
 	return 0;
 }
 
@@ -505,14 +553,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 4 || size - 4 > sizeof(stream) - MAX_REQUEST)
 		return 0;
-	sched = data[0] >> 2 & 7;
-	nreads = 0;
+	fz_sched = data[0] >> 2 & 7;
+	fz_nreads = 0;
 	cfg.lookup_by_host = data[0] >> 5 & 1;
 	cfg.greylist_text = texts[data[0] >> 6];
 	cfg.header = headers[data[0] >> 6];
 	cfg.greylist_action = actions[data[1] >> 6];
 	cfg.ipv4cidr = data[1] % 33;
 	cfg.ipv6cidr = data[2] % 129;
+	cfg.learn = data[3] >> 7 & 1;
+	cfg.defer_at_data = data[3] >> 6 & 1;
 	if ((data[0] & 3) == 3) {
 		filler = MAX_REQUEST - 17 * (size_t)data[3];
 		fill_requests(stream, filler);
@@ -523,10 +573,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	memcpy(stream + n, data + 4, size - 4);
 	n += size - 4;
-	fz_set(conn_fd, stream, n);
+	fz_set(fz_conn_fd, stream, n);
 
 	memset(&c, 0, sizeof(c));
-	c.in = c.out = conn_fd;
+	c.in = fz_conn_fd;
+	c.out = out_fd;
+	memset(&mh, 0, sizeof(mh));
 	for (;;) {
 		size_t before = pos;
 
@@ -558,7 +610,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				      "request %u: %s differs", k, attr_names[i]);
 		}
 		if (before >= filler)
-			check_policy(&r, k + data[3]);
+			check_request(&c, &r, k + data[3]);
 		k++;
 	}
 	return 0;

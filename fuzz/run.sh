@@ -6,9 +6,9 @@
 #   fuzz/run.sh --replay [TARGET...]    run every file of fuzz/regressions/
 #                                       TARGET/ and fuzz/corpus/TARGET/ once
 #
-# Targets: request, whitelist, report, dump, config (all by default); each
-# is fuzz/fuzz_TARGET.c. The shared modules (config.c log.c triplet.c
-# rule.c whitelist.c db.c) are compiled once with the fuzzer's flags into
+# Targets: request, milter, gp (Debian greylistd's protocol), whitelist,
+# report, dump, config (all by default); each is fuzz/fuzz_TARGET.c. The shared modules (config.c log.c
+# triplet.c rule.c whitelist.c db.c redis.c) are compiled once with the fuzzer's flags into
 # $FUZZ_OUT/obj/ and linked into every target; a target includes at most
 # the one .c file whose static functions it tests (target_include below),
 # and the other files it needs are linked as objects, a file with a main()
@@ -49,7 +49,7 @@ SRC=$(cd "${FUZZ_SRC:-$HERE/..}" 2>/dev/null && pwd) \
 	|| { echo "fuzz: FUZZ_SRC=${FUZZ_SRC:-}: no such directory" >&2; exit 2; }
 OUT=${FUZZ_OUT:-$HERE/out}
 CC=${FUZZ_CC:-clang}
-ALL_TARGETS="request whitelist report dump config"
+ALL_TARGETS="request milter gp whitelist report dump config"
 # Objects get the sanitizers and the fuzzer's coverage, not its main();
 # the targets are linked with -fsanitize=fuzzer, which brings it.
 COMMON="-g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -70,7 +70,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16:alloca
 # over-long line (MAX_LINE is 8448) where the target reads lines
 max_len() {
 	case $1 in
-	request|report) echo 20000 ;;
+	request|report|milter|gp) echo 20000 ;;
 	dump) echo 40000 ;;
 	*) echo 8192 ;;
 	esac
@@ -94,7 +94,7 @@ toolchain() {
 # static functions are what it tests), or nothing
 target_include() {
 	case $1 in
-	request) echo greylistd ;;
+	request|milter|gp) echo greylistd ;;
 	whitelist) echo whitelist ;;
 	report) echo report ;;
 	dump) echo greylistctl ;;
@@ -109,9 +109,14 @@ target_objects() {
 	for m in config log triplet rule whitelist db redis; do
 		[ "$m" = "$inc" ] || echo "$m"
 	done
+	# greylistctl's own modules (the Makefile's CTL_OBJS): report uses
+	# say(), print_escaped(), snap_take() of greylistctl.c, whose main()
+	# reaches the others
 	case $1 in
-	report) echo greylistctl ;;	# say(), print_escaped(), snap_take()
-	dump) echo report ;;		# greylistctl.c's main() calls it
+	report|dump)
+		for m in greylistctl stats report html explain postgrey; do
+			[ "$m" = "$inc" ] || echo "$m"
+		done ;;
 	esac
 }
 
@@ -183,7 +188,7 @@ build() {
 		object "$m"
 		objs+=("$OUT/obj/$m.o")
 	done
-	if newer_than "$bin" "$HERE/fuzz_$t.c" "$HERE/fuzz.h" "$SRC"/*.c \
+	if newer_than "$bin" "$HERE/fuzz_$t.c" "$HERE"/*.h "$SRC"/*.c \
 		"$SRC"/*.h "$HERE/run.sh" "$OUT/obj/flags" "${objs[@]}"; then
 		# Built beside and renamed, so that a concurrent run never
 		# sees half. -iquote: #include "greylistd.c" is the tree's.
