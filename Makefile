@@ -66,7 +66,10 @@ ALL_CPPFLAGS = $(CPPFLAGS) $(HARDEN_CPP) $(PATHS)
 ALL_CFLAGS   = $(CFLAGS) $(WARN) $(HARDEN) $(SAN)
 ALL_LDFLAGS  = $(LDFLAGS) $(LDHARDEN) $(SAN)
 
-# Debian packages: to build, to test, to run under `make run`.
+# Debian packages: to build, to test, to run under `make run`. The tests
+# unpack Exim and Sendmail without installing them (they conflict with
+# postfix), so the libraries those binaries link that nothing else in the
+# list brings are in TEST_DEPS (libgnutls-dane0 ... libwrap0).
 BUILD_DEPS = gcc make libc6-dev libgdbm-dev libsystemd-dev libpcre2-dev \
 	     nettle-dev libhiredis-dev
 TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
@@ -74,6 +77,7 @@ TEST_DEPS  = gdbmtool systemd socat faketime postfix swaks procps \
 	     util-linux strace iproute2 cppcheck clang-tidy shellcheck \
 	     openbsd-inetd valgrind man-db perl redis-server redis-tools \
 	     debootstrap git python3 python3-prometheus-client chromium \
+	     libgnutls-dane0 libidn12 libldap-2.5-0 liblockfile1 libwrap0 \
 	     $(FUZZ_DEPS)
 RUN_DEPS   = systemd socat
 FUZZ_DEPS  = clang libclang-rt-14-dev

@@ -544,8 +544,8 @@ t_install() {
 
 	# from a copy of the tree: other paths build other binaries
 	newdir install-local
-	mkdir -p "$D/src"
-	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$D/src"
+	# A copy without this tree's binaries, built again with the install's paths
+	copy_tree "$HERE" "$D/src" && make -s -C "$D/src" clean
 	make -s -C "$D/src" install DESTDIR="$D/root" PREFIX=/usr/local SYSCONFDIR=/usr/local/etc > "$D/out" 2>&1
 	check "PREFIX=/usr/local: the units go where systemd looks for local ones, never /lib" \
 		test -f "$D/root/usr/local/lib/systemd/system/greylistd.socket" -a ! -e "$D/root/lib"

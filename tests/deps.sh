@@ -112,8 +112,7 @@ dp_setup() {
 	newdir "$1"
 	chmod 0777 "$D"		# the stand-ins edit their state here as nobody too
 	mkdir -p "$D/src" "$D/lists"
-	tar -C "$DP_SRC" --exclude=./.git --exclude=./run --exclude='./fuzz/out' \
-		--exclude='./bench/out' --exclude='*.o' -cf - . | tar -C "$D/src" -xf -
+	copy_tree "$DP_SRC" "$D/src"
 	dp_standins
 	: > "$D/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
 	: > "$D/calls"; : > "$D/missing"; echo 0 > "$D/failures"
@@ -309,10 +308,7 @@ t_deps_clang() {
 		fail "make CC=clang" "clang is missing (Debian package clang)"; return
 	fi
 	newdir deps-clang
-	mkdir "$D/src"
-	tar -C "$DP_SRC" --exclude=./.git --exclude=./run --exclude='./fuzz/out' \
-		--exclude='./bench/out' --exclude='*.o' --exclude=./greylistd \
-		-cf - . | tar -C "$D/src" -xf -
+	copy_tree "$DP_SRC" "$D/src" && rm -f "$D/src/greylistd"
 	env -u MAKEFLAGS -u MAKELEVEL make -n -B -C "$D/src" greylistd > "$D/gcc.n" 2>&1
 	expect_grep "make with GCC keeps -Wformat-overflow=2 and -Wformat-truncation=2" \
 		' -Wformat-overflow=2 -Wformat-truncation=2 ' "$D/gcc.n"

@@ -35,6 +35,17 @@ expect_grep() {
 # newdir NAME - a fresh directory for one test; sets D
 newdir() { D=$WORK/$1; rm -rf "$D"; mkdir -p "$D"; }
 
+# copy_tree SRC DEST - the source tree SRC into DEST (made), without what
+# building, testing and fuzzing leave in it: .git, the build's objects,
+# fuzz/out, bench/out, run/. Works where git is missing or SRC is not a
+# checkout (the fresh group's tree is git archive's, and its Debian has
+# no git).
+copy_tree() {
+	mkdir -p "$2" &&
+	tar -C "$1" --exclude=./.git --exclude=./run --exclude='./fuzz/out' \
+		--exclude='./bench/out' --exclude='*.o' -cf - . | tar -C "$2" -xf -
+}
+
 # req [name=value | -name ...] - one Postfix-like request; the arguments
 # replace or add attributes, or (-name) leave one out
 req() {
