@@ -45,7 +45,7 @@ fr_left_out() {
 		fr_inside
 	else
 		skip "fresh: the README's commands on a new Debian" \
-			"not in the default run: ./test.sh fresh runs it (root; debootstrap, the installs and the whole suite again: about 7 minutes and 220 MB of downloads); .ci/run runs it once"
+			"not in the default run: ./test.sh fresh runs it (root; debootstrap, the installs and the whole suite again: about 11 minutes and 270 MB of downloads); .ci/run runs it once"
 	fi
 }
 
