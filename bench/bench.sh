@@ -484,7 +484,8 @@ if [ "$MODE" = milter ]; then
 	# shellcheck source=bench/milter.sh
 	. "$HERE/milter.sh"	# writes its section of results.md, and exits
 fi
-OLD_MILTER=$(sed -n '/^## Milter$/,$p' "$OUT" 2>/dev/null || true)
+# bench/milter.sh's section, up to the Exim section kept below
+OLD_MILTER=$(sed -n '/^## Milter$/,$p' "$OUT" 2>/dev/null | sed '/^## Exim: per-RCPT cost$/,$d' || true)
 PG_START_LIST=$(printf '%s\n' "${PG_STARTS[@]}" | sort -n | while read -r s; do ms "$s"; echo; done | paste -sd, - | sed 's/,/, /g')
 g=$(get known greylistd "$MAIN" rps) p=$(get known postgrey "$MAIN" rps)
 
@@ -520,7 +521,7 @@ EXIM_SECTION=$(sed -n '/^## Exim: per-RCPT cost$/,$p' "$OUT" 2>/dev/null || true
 	echo "|---|---|---|"
 	echo "| resident memory | $GL_RSS KiB: peak of one process ($(human "$LARGE") records; new, early and known requests) | $PG_RSS KiB resident after the workloads ($PG_HWM KiB peak) |"
 	if [ -n "${EXPIRE_MS[$LARGE]:-}" ]; then
-		echo "| a day's expiry pass over $(human "$LARGE") records (\`greylistd expire\`, before the workloads) | $(ms "$((EXPIRE_MS[$LARGE] * 1000))") | not measured (its nightly cleanup blocks the daemon) |"
+		echo "| a day's expiry pass over $(human "$LARGE") records (\`greylistctl expire\`, before the workloads) | $(ms "$((EXPIRE_MS[$LARGE] * 1000))") | not measured (its nightly cleanup blocks the daemon) |"
 	fi
 	echo "| start-up, exec to first answer | $(ms "$(field p50_us "$GL_START")") p50, $(ms "$(field p99_us "$GL_START")") p99 (200 starts) | $PG_START_LIST (starts: ${#PG_STARTS[@]}) |"
 	echo
