@@ -59,15 +59,15 @@
  *
  * TRUST BOUNDARY
  *	Network input (what the client sends) is handled by, in this file:
- *	  lines 181-427	Reading requests: bounded lines, attributes
- *	  lines 428-513	The request: attributes to triplet, whitelist, store
- *	  lines 514-764	Answering: the reply, the decision log line, held deferrals
- *	  lines 765-1139	The milter protocol: packets, macros, replies
- *	  lines 1140-1341	Debian greylistd's protocol: one line, one word
+ *	  lines 183-429	Reading requests: bounded lines, attributes
+ *	  lines 430-515	The request: attributes to triplet, whitelist, store
+ *	  lines 516-766	Answering: the reply, the decision log line, held deferrals
+ *	  lines 767-1141	The milter protocol: packets, macros, replies
+ *	  lines 1142-1343	Debian greylistd's protocol: one line, one word
  *	and in triplet.c (the triplet and its keys), rule.c (the rule),
  *	whitelist.c (matching only: wl_match, wl_client, wl_recipient) and
  *	db.c (the look-up; the file's contents are checked as untrusted too).
- *	Only the admin's files reach, here: lines 1342-1555 (serving,
+ *	Only the admin's files reach, here: lines 1344-1557 (serving,
  *	maintenance, start-up), and config.c (the
  *	configuration) and whitelist.c (parsing the whitelist files).
  *	test.sh checks these line ranges against the section headings.
@@ -77,7 +77,9 @@
  *	Perl regular expressions, which PCRE2 compiles as Perl does, with a
  *	match limit); libsystemd and libnettle only through dlopen(3), when
  *	needed (a socket passed by systemd or the journal; the HMAC of
- *	--privacy), because linking them costs every process's start-up.
+ *	--privacy), because linking them costs every process's start-up;
+ *	libhiredis through dlopen(3) too, only with --redis (Redis's own
+ *	client: its reply parser is Redis's, not one more of ours).
  *
  * LIMITS (reject, never truncate: a cut key could collide with another)
  *	MAX_LINE	one "name=value" line, 8192 + 256 bytes
