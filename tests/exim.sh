@@ -90,7 +90,7 @@ ex_conf() {
 		[ "$extra" = verify ] && echo '  warn   verify = reverse_host_lookup'
 		# shellcheck disable=SC2016 # Exim's variables, for Exim
 		[ "$extra" = rtt ] && printf '  warn   set acl_m_rtt0 = $tod_epoch_l\n'
-		echo ".include $EX_ACL"
+		echo ".include $EX_DIR/exim4-acl.conf"
 		# shellcheck disable=SC2016 # Exim's variables, for Exim
 		[ "$extra" = rtt ] && printf '  warn   logwrite = greylistd-rtt ${eval:$tod_epoch_l-$acl_m_rtt0}\n'
 		cat <<-EOF
@@ -127,6 +127,12 @@ ex_setup() {
 		fi
 	fi
 	chown "$uid:$uid" "$EX_DIR"/spool "$EX_DIR"/log
+	# The shipped snippet, as it is, where Exim's user can read it: Exim
+	# reads a -C configuration and what it includes without root (seen
+	# in the fresh group, whose tree is in /root, mode 0700: "failed to
+	# open included configuration file")
+	cp "$EX_ACL" "$EX_DIR/exim4-acl.conf" && chmod 0644 "$EX_DIR/exim4-acl.conf" ||
+		{ EX_WHY="cannot copy $EX_ACL"; return 1; }
 	printf '127.0.0.1 localhost\n' > "$EX_DIR"/hosts
 	printf 'nameserver 127.0.0.1\n' > "$EX_DIR"/resolv.conf
 	printf 'client mx.client.test\nclient liar.client.test\n' > "$EX_DIR"/whitelist
