@@ -278,8 +278,17 @@ void triplet_keys(const struct triplet *t, const struct key_kind *kk,
 				 &k->ckey);
 }
 
-/* is_digest - 64 lower-case hex digits: a key part hashed by --privacy */
+/* is_digest - s[0, len) is 64 lower-case hex digits: a key part hashed by
+ * --privacy. s need not end in a NUL (a GDBM key does not): only len
+ * bytes are read. */
 int is_digest(const char *s, size_t len)
 {
-	return len == 64 && strspn(s, "0123456789abcdef") >= 64;
+	size_t i;
+
+	if (len != 64)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
 }

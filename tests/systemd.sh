@@ -501,8 +501,8 @@ sd_cannot_boot() {
 
 # sd_boot_files - what every boot needs besides its units: the greylistd
 # user, the bare targets, journald's units, gltest.target (journald and
-# the units in SD_WANTS), a sanitizer build's options for every template
-# unit, and inner.sh, which makes the root and execs systemd
+# the units in SD_WANTS), a sanitizer build's options for every greylistd
+# service (the templates and greylistd-metrics.service), and inner.sh, which makes the root and execs systemd
 sd_boot_files() {
 	local u=$D/upper/gltest/units t sd
 	for t in sysinit basic sockets shutdown; do
@@ -519,7 +519,7 @@ sd_boot_files() {
 	# A sanitizer build's options reach the instances, whose environment
 	# systemd sets afresh (CI runs the suite against such a build too).
 	if [ -n "${ASAN_OPTIONS:-}" ]; then
-		for t in "$u"/*@.service; do
+		for t in "$u"/greylistd*.service; do
 			[ -f "$t" ] || continue
 			mkdir -p "$t.d"
 			printf '[Service]\nEnvironment=ASAN_OPTIONS=%s\n' "$ASAN_OPTIONS" \
